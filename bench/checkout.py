@@ -1,0 +1,113 @@
+"""Checkout + return cost on a real connection, beside SQLAlchemy's QueuePool and a bare semaphore + deque.
+
+    .venv/bin/python -m bench.checkout [--n 20000] [--repeat 5]
+
+Starts a private mariadbd, so it needs no configured server. Each variant borrows and returns one already-open
+connection N times in a loop, single-threaded; the best of --repeat runs is printed (µs per cycle), with the number of
+server round trips per cycle, counted on the client: each write to the server's socket is one request that waits
+for its answer (the kit's pipelined reset sends its commands in one write, and is counted once). The server's
+Questions counter misses COM_PING, so it cannot count these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import pymysql
+
+from deploy.privatedb import PrivateMariaDB
+from pool import ConnectionPool, PoolConfig
+
+
+def _floor(kwargs: dict[str, object]) -> Callable[[], None]:
+    sem = threading.BoundedSemaphore(10)
+    idle = deque([pymysql.connect(**kwargs)])
+
+    def cycle() -> None:
+        sem.acquire()
+        conn = idle.pop()
+        idle.append(conn)
+        sem.release()
+
+    return cycle
+
+
+def _queuepool(kwargs: dict[str, object], safe: bool) -> Callable[[], None]:
+    from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
+    from sqlalchemy.pool import QueuePool
+
+    # The dialect is what carries the ping (COM_PING) and the ROLLBACK for the pool.
+    qp = QueuePool(lambda: pymysql.connect(**kwargs), pool_size=10, max_overflow=0, pre_ping=safe,
+                   reset_on_return="rollback" if safe else None, dialect=MySQLDialect_pymysql())
+
+    def cycle() -> None:
+        qp.connect().close()
+
+    return cycle
+
+
+def _kit(kwargs: dict[str, object], reset: str) -> Callable[[], None]:
+    kit = ConnectionPool(kwargs, PoolConfig(size=10, reset=reset, ping_after=1.0))
+
+    def cycle() -> None:
+        kit.release(kit.acquire())
+
+    return cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    db = PrivateMariaDB().start()
+    try:
+        kwargs = {**db.app_connect_kwargs(), "ssl_disabled": True, "autocommit": True}
+        variants: list[tuple[str, Callable[[], None]]] = [
+            ("floor: semaphore + deque", _floor(kwargs)),
+            ("SQLAlchemy QueuePool, bare (no ping, no reset)", _queuepool(kwargs, safe=False)),
+            ("SQLAlchemy QueuePool, pre_ping + rollback", _queuepool(kwargs, safe=True)),
+            ("kit, reset=rollback", _kit(kwargs, "rollback")),
+            ("kit, reset=full (COM_RESET_CONNECTION)", _kit(kwargs, "full")),
+        ]
+        print(f"{'variant':50} {'µs/cycle':>9} {'round trips/cycle':>18}")
+        for label, cycle in variants:
+            cycle()  # open the connection outside the measurement
+            before = _round_trips(db)
+            best = float("inf")
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                for _ in range(args.n):
+                    cycle()
+                best = min(best, (time.perf_counter() - started) / args.n)
+            trips = (_round_trips(db) - before) / (args.n * args.repeat)
+            print(f"{label:50} {best * 1e6:9.2f} {trips:18.2f}")
+    finally:
+        db.destroy()
+
+
+_writes = 0
+
+
+def _count_writes() -> None:
+    original = pymysql.connections.Connection._write_bytes
+
+    def counting(self: pymysql.connections.Connection, data: bytes) -> None:
+        global _writes
+        _writes += 1
+        original(self, data)
+
+    pymysql.connections.Connection._write_bytes = counting
+
+
+def _round_trips(db: PrivateMariaDB) -> int:
+    return _writes
+
+
+if __name__ == "__main__":
+    _count_writes()
+    main()

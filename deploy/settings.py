@@ -1,0 +1,69 @@
+"""Settings of the demo site the kit serves. The database comes from DATABASE_URL; the pool is tuned in gunicorn.conf.py."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """mysql://user:password@host:port/name?option=value -> a DATABASES entry on the pooled engine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with mysql:// (mysql://user:password@host:port/name), not {parts.scheme}://"
+        )
+    options: dict[str, object] = dict(parse_qsl(parts.query))
+    return {
+        "ENGINE": "pool.django",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        # A write view runs in one transaction; read views opt out (shop.views) to spare BEGIN/COMMIT round trips.
+        "ATOMIC_REQUESTS": True,
+        # The pool returns the connection at the end of every request; a non-zero value here would only mislead.
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": options,
+        "TEST": {"CHARSET": "utf8mb4"},
+    }
+
+
+BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "pool.django.apps.PoolAppConfig",
+    "deploy.shop",
+]
+MIDDLEWARE = [
+    "pool.django.middleware.PoolUnavailableMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "deploy.urls"
+WSGI_APPLICATION = "deploy.wsgi.application"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_url = os.environ.get("DATABASE_URL")
+if not _url:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Serve with `scripts/serve` (it starts a private MariaDB), or export "
+        "DATABASE_URL=mysql://user:password@127.0.0.1:3306/name"
+    )
+DATABASES = {"default": database_from_url(_url)}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"pool": {"handlers": ["stderr"], "level": os.environ.get("POOL_LOG_LEVEL", "INFO"), "propagate": True}},
+}

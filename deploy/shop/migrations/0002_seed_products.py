@@ -1,0 +1,13 @@
+from django.db import migrations
+
+
+def seed(apps, schema_editor):  # type: ignore[no-untyped-def]
+    Product = apps.get_model("shop", "Product")
+    Product.objects.bulk_create(
+        Product(name=f"product {i:03d}", price_cents=100 + i, stock=1_000_000) for i in range(1, 101)
+    )
+
+
+class Migration(migrations.Migration):
+    dependencies = [("shop", "0001_initial")]
+    operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -1,0 +1,135 @@
+"""A small shop: reads, a transactional write, a DB-bound report, fan-out work in greenlets, and operator endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from django.db import connection, connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from pool.django import returning_connections
+from pool.django.base import pools
+
+from .models import Order, Product
+
+
+@require_GET
+@transaction.non_atomic_requests
+def product_list(request: HttpRequest) -> JsonResponse:
+    products = [p.as_dict() for p in Product.objects.order_by("id")[:20]]
+    return JsonResponse({"products": products})
+
+
+@require_GET
+@transaction.non_atomic_requests
+def product_detail(request: HttpRequest, product_id: int) -> JsonResponse:
+    product = Product.objects.filter(pk=product_id).first()
+    if product is None:
+        return JsonResponse({"error": "no such product"}, status=404)
+    return JsonResponse(product.as_dict())
+
+
+class OutOfStock(Exception):
+    pass
+
+
+@csrf_exempt
+@require_POST
+def place_order(request: HttpRequest) -> JsonResponse:
+    """Runs inside ATOMIC_REQUESTS' transaction: the stock check and the order commit together or not at all."""
+    try:
+        body = json.loads(request.body or b"{}")
+        product_id, quantity = int(body["product_id"]), int(body.get("quantity", 1))
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": "send {\"product_id\": N, \"quantity\": M}"}, status=400)
+    product = Product.objects.select_for_update().filter(pk=product_id).first()
+    if product is None:
+        return JsonResponse({"error": "no such product"}, status=404)
+    if product.stock < quantity:
+        transaction.set_rollback(True)
+        return JsonResponse({"error": "out of stock", "stock": product.stock}, status=409)
+    product.stock -= quantity
+    product.save(update_fields=["stock"])
+    order = Order.objects.create(product=product, quantity=quantity)
+    if body.get("fail_after_write"):
+        # For tests: an error after the writes must leave no trace (ATOMIC_REQUESTS rolls back).
+        raise RuntimeError("failing after the write, as asked")
+    return JsonResponse({"order": order.pk, "stock": product.stock}, status=201)
+
+
+@require_GET
+@transaction.non_atomic_requests
+def slow_report(request: HttpRequest) -> JsonResponse:
+    """A DB-bound view: the query holds its connection for about 20 ms on the server."""
+    seconds = min(float(request.GET.get("seconds", "0.02")), 5.0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*), SLEEP(%s) FROM shop_order", [seconds])
+        orders, _ = cursor.fetchone()
+    return JsonResponse({"orders": orders})
+
+
+@require_GET
+@transaction.non_atomic_requests
+def select_one(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return JsonResponse({"ok": True})
+
+
+def _spawn(func, *args):  # type: ignore[no-untyped-def]
+    """A greenlet under gevent, a thread otherwise: the view works in both kinds of worker."""
+    try:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            import gevent
+
+            return gevent.spawn(func, *args)
+    except ImportError:
+        pass
+    import threading
+
+    thread = threading.Thread(target=func, args=args)
+    thread.start()
+    return thread
+
+
+@require_GET
+@transaction.non_atomic_requests
+def fanout(request: HttpRequest) -> JsonResponse:
+    """ORM work in greenlets the view spawns itself: each says when its unit of work ends (returning_connections)."""
+    count = max(1, min(int(request.GET.get("n", "4")), 20))
+    results: dict[int, int] = {}
+
+    @returning_connections()
+    def stock_of(product_id: int) -> None:
+        results[product_id] = Product.objects.filter(pk=product_id).values_list("stock", flat=True).first() or 0
+
+    workers = [_spawn(stock_of, i) for i in range(1, count + 1)]
+    for worker in workers:
+        worker.join()
+    return JsonResponse({"stock": results})
+
+
+@transaction.non_atomic_requests
+def healthz(request: HttpRequest) -> HttpResponse:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy; the type says why
+        return JsonResponse({"status": "unavailable", "error": type(exc).__name__}, status=503)
+    return JsonResponse({"status": "ok"})
+
+
+@transaction.non_atomic_requests
+def pool_stats(request: HttpRequest) -> JsonResponse:
+    """This worker's pools: `pid`, `size`, `in_use`, `idle`, `waiting` and every other counter, per alias."""
+    connections["default"]  # noqa: B018 - make sure the default alias exists before listing pools
+    by_alias = {alias: pool.stats() for alias, pool in pools().items()}
+    default = by_alias.get("default", {})
+    return JsonResponse({"pid": os.getpid(), **default, "pools": by_alias})

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from deploy.shop import views
+
+urlpatterns = [
+    path("products/", views.product_list),
+    path("products/<int:product_id>/", views.product_detail),
+    path("orders/", views.place_order),
+    path("report/slow/", views.slow_report),
+    path("select1/", views.select_one),
+    path("fanout/", views.fanout),
+    path("healthz", views.healthz),
+    path("-/pool", views.pool_stats),
+]

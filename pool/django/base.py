@@ -1,0 +1,170 @@
+"""Django's MySQL backend, with connections borrowed from the process's pool instead of opened per greenlet.
+
+    DATABASES = {"default": {"ENGINE": "pool.django", ..., "OPTIONS": {"pool": {"size": 10, "timeout": 10}}}}
+
+A connection is held from the first query of a request (or unit of work) until Django closes it at the end, then
+goes back to the pool: CONN_MAX_AGE has no say.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+
+# Django's MySQL backend imports MySQLdb; PyMySQL stands in for it, and users need not know.
+pymysql.install_as_MySQLdb()
+
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
+from django.db.backends.base.base import BaseDatabaseWrapper  # noqa: E402
+from django.db.backends.mysql import base as mysql_base  # noqa: E402
+from django.db.backends.mysql.base import *  # noqa: E402,F403 - the backend module must expose Django's names
+from django.utils.functional import cached_property  # noqa: E402
+
+from ..core import ConnectionPool, Lease  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
+from ..settings import PoolConfig, process_overrides  # noqa: E402
+
+
+@dataclass
+class _PoolEntry:
+    fingerprint: tuple[tuple[str, str], ...]
+    pool: ConnectionPool
+    # Django caches server facts per DatabaseWrapper, and gevent gives every request a new wrapper: kept here, they
+    # are asked once per pool instead of once per request.
+    server_data: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_pools: dict[str, _PoolEntry] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
+    options = settings_dict.get("OPTIONS") or {}
+    raw = options.get("pool", {})
+    if raw is None or raw is False:
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}]['OPTIONS']['pool'] is {raw!r}: the pool.django engine always pools. Give a dict of "
+            f"pool settings (or leave it out for the defaults), or use ENGINE 'django.db.backends.mysql' to go without."
+        )
+    try:
+        config = PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']")
+        # The gunicorn conf is the one place to tune a deployment: its values win over settings.py.
+        return PoolConfig.from_mapping(process_overrides(), source="gunicorn.conf.py pool settings", base=config)
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
+def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _PoolEntry:
+    fingerprint = tuple(sorted((k, repr(v)) for k, v in conn_params.items() if k != "conv"))
+    entry = _pools.get(wrapper.alias)
+    if entry is not None and entry.fingerprint == fingerprint:
+        return entry
+    with _pools_lock:
+        entry = _pools.get(wrapper.alias)
+        if entry is None or entry.fingerprint != fingerprint:
+            if entry is not None:
+                # Settings changed under the same alias (the test runner renames NAME to test_...): retire the old.
+                entry.pool.close()
+            session_init = []
+            if wrapper.isolation_level:
+                session_init.append(f"SET SESSION TRANSACTION ISOLATION LEVEL {wrapper.isolation_level.upper()}")
+            pool = ConnectionPool(
+                conn_params,
+                pool_config_for(wrapper.settings_dict, wrapper.alias),
+                name=wrapper.alias,
+                session_init=session_init,
+            )
+            entry = _PoolEntry(fingerprint, pool)
+            _pools[wrapper.alias] = entry
+    return entry
+
+
+def pools() -> dict[str, ConnectionPool]:
+    """The pools this process built, by alias (for stats views and hooks)."""
+    return {alias: entry.pool for alias, entry in _pools.items()}
+
+
+class _ReturnedConnection:
+    """Stands in for a connection Django closed inside an atomic block: the real one is back in the pool (rolled
+    back) and may already serve someone else, so any further use must fail instead of touching it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise pymysql.err.InterfaceError(
+            0, "the connection was returned to the pool inside an atomic block; its transaction was rolled back"
+        )
+
+
+class DatabaseWrapper(mysql_base.DatabaseWrapper):
+    _pool_lease: Lease | None = None
+    _pool_entry: _PoolEntry | None = None
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        params.pop("pool", None)
+        return params
+
+    def _entry(self) -> _PoolEntry:
+        if self._pool_entry is None:
+            self._pool_entry = get_pool_entry(self, self.get_connection_params())
+        return self._pool_entry
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if self.alias == NO_DB_ALIAS:  # short-lived admin connections (CREATE DATABASE): not worth a pool
+            return super().get_new_connection(conn_params)
+        self._pool_entry = entry = get_pool_entry(self, conn_params)
+        lease = entry.pool.acquire()
+        self._pool_lease = lease
+        conn = lease.connection
+        if conn.encoders.get(bytes) is bytes:  # as Django's own backend does for MySQLdb compatibility
+            conn.encoders.pop(bytes)
+        return conn
+
+    def init_connection_state(self) -> None:
+        if self._pool_lease is None:
+            super().init_connection_state()
+            return
+        # The version check runs once per alias and process. The isolation level is the pool's session_init, sent
+        # once per server session rather than per checkout.
+        BaseDatabaseWrapper.init_connection_state(self)
+        info = self._pool_lease.info
+        if self.features.is_sql_auto_is_null_enabled and not info.get("sql_auto_is_null_off"):
+            with self.cursor() as cursor:
+                cursor.execute("SET SQL_AUTO_IS_NULL = 0")
+            info["sql_auto_is_null_off"] = True
+
+    def _close(self) -> None:
+        lease, self._pool_lease = self._pool_lease, None
+        if lease is None:
+            super()._close()
+            return
+        entry = self._pool_entry
+        assert entry is not None
+        entry.pool.release(lease)
+        if self.in_atomic_block:
+            self.connection = _ReturnedConnection()
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        # Back to the pool at the end of every request, whatever CONN_MAX_AGE says: the pool checks and resets it.
+        if self.connection is not None:
+            self.close()
+
+    def is_usable(self) -> bool:
+        try:
+            self.connection.ping(reconnect=False)
+        except Exception:  # noqa: BLE001 - Django's contract: never raise here
+            return False
+        return True
+
+    @cached_property
+    def mysql_server_data(self) -> dict[str, Any]:
+        if self.alias == NO_DB_ALIAS:
+            return mysql_base.DatabaseWrapper.mysql_server_data.func(self)
+        entry = self._entry()
+        if entry.server_data is None:
+            entry.server_data = mysql_base.DatabaseWrapper.mysql_server_data.func(self)
+        return entry.server_data

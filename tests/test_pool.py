@@ -1,0 +1,445 @@
+"""The pool core against a real MariaDB: bound, waits, health, reset, ownership, fork. No Django here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import json
+from typing import Any
+
+import pymysql
+import pytest
+
+from deploy.privatedb import APP_PASSWORD, PrivateMariaDB
+from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
+from pool import stats as S
+from tests.helpers import ConnectionMonitor, run_script, wait_until
+
+
+def connection_id(conn: pymysql.connections.Connection) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        return int(cur.fetchone()[0])
+
+
+def scalar(conn: pymysql.connections.Connection, sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+GEVENT_BOUND_SCRIPT = """
+    from gevent import monkey; monkey.patch_all()
+    import json, os, gevent
+    from pool import ConnectionPool, PoolConfig
+    kwargs = json.loads(os.environ["KIT_CONNECT_KWARGS"])
+    pool = ConnectionPool(kwargs, PoolConfig(size=5, timeout=60))
+    holders = {}
+    errors = []
+    done = 0
+
+    def work(i):
+        global done
+        with pool.connection() as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT CONNECTION_ID()")
+                cid = cur.fetchone()[0]
+            if cid in holders:
+                errors.append(f"connection {cid} lent to {holders[cid]} and {i} at once")
+            holders[cid] = i
+            with conn.cursor() as cur:
+                cur.execute("SELECT SLEEP(0.01)")
+            del holders[cid]
+        done += 1
+
+    gevent.joinall([gevent.spawn(work, i) for i in range(200)], raise_error=True)
+    print(json.dumps({"done": done, "errors": errors, "stats": pool.stats()}))
+"""
+
+
+def test_200_greenlets_never_exceed_5_server_connections(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    with ConnectionMonitor(db) as mon:
+        out = run_script(GEVENT_BOUND_SCRIPT, env={"KIT_CONNECT_KWARGS": json.dumps(connect_kwargs)})
+    assert out["done"] == 200
+    assert out["errors"] == []
+    assert 0 < mon.peak <= 5, f"server saw {mon.peak} connections from a pool of 5"
+    assert out["stats"][S.CONNECTS] <= 5
+    assert out["stats"][S.WAITS] > 0, "200 greenlets on 5 slots must have queued: the test did not exercise waiting"
+    assert out["stats"][S.IN_USE] == 0
+
+
+def test_threads_share_a_pool_without_exceeding_its_size(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=5, timeout=60))
+    holders: dict[int, int] = {}
+    guard = threading.Lock()
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            with pool.connection() as conn:
+                cid = connection_id(conn)
+                with guard:
+                    if cid in holders:
+                        errors.append(f"connection {cid} lent to {holders[cid]} and {i} at once")
+                    holders[cid] = i
+                scalar(conn, "SELECT SLEEP(0.005)")
+                with guard:
+                    del holders[cid]
+
+    with ConnectionMonitor(db) as mon:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    pool.close()
+    assert errors == []
+    assert 0 < mon.peak <= 5
+    stats = pool.stats()
+    assert stats[S.CHECKOUTS] == 150
+    assert stats[S.IN_USE] == 0
+
+
+def test_full_pool_times_out_with_named_error(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=0.5), name="orders-db")
+    held = pool.acquire()
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout) as caught:
+        pool.acquire()
+    waited = time.monotonic() - started
+    assert 0.5 <= waited < 3.0
+    message = str(caught.value)
+    for part in ("orders-db", "size=1", "in_use=1", "waiting=0", "POOL_SIZE", "POOL_TIMEOUT"):
+        assert part in message
+    assert isinstance(caught.value, pymysql.err.OperationalError)  # callers catching the driver's errors see it
+    assert pool.stats()[S.TIMEOUTS] == 1
+    pool.release(held)
+    pool.release(pool.acquire())  # the slot is usable again; the timed-out waiter took nothing
+    assert pool.stats()[S.IN_USE] == 0
+
+
+def test_max_waiting_fails_fast_instead_of_queueing(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=5, max_waiting=1))
+    held = pool.acquire()
+    waiter = threading.Thread(target=lambda: pool.release(pool.acquire()))
+    waiter.start()
+    assert wait_until(lambda: pool.stats()[S.WAITING] == 1, timeout=10)
+    started = time.monotonic()
+    with pytest.raises(TooManyWaiters, match="POOL_MAX_WAITING"):
+        pool.acquire()
+    assert time.monotonic() - started < 1.0, "a rejected caller must not wait"
+    pool.release(held)
+    waiter.join(10)
+    assert pool.stats()[S.REJECTED] == 1
+
+
+def test_waiters_are_served_in_arrival_order(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=30))
+    held = pool.acquire()
+    served: list[int] = []
+
+    def wait_in_line(i: int) -> None:
+        lease = pool.acquire()
+        served.append(i)
+        pool.release(lease)
+
+    threads = []
+    for i in range(8):
+        t = threading.Thread(target=wait_in_line, args=(i,))
+        t.start()
+        threads.append(t)
+        assert wait_until(lambda: pool.stats()[S.WAITING] == i + 1, timeout=10)
+    pool.release(held)
+    for t in threads:
+        t.join(30)
+    assert served == list(range(8))
+
+
+def test_connection_killed_by_wait_timeout_is_replaced_invisibly(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    db.set_global("wait_timeout", 2)  # sessions opened from now on are closed by the server after 2 s idle
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=3, max_lifetime=3600))
+    leases = [pool.acquire() for _ in range(3)]
+    old_ids = {connection_id(lease.connection) for lease in leases}
+    for lease in leases:
+        pool.release(lease)
+    assert wait_until(lambda: db.app_connection_count() == 0, timeout=15), "the server should have closed them"
+    for _ in range(5):
+        with pool.connection() as conn:
+            assert scalar(conn, "SELECT 1") == 1  # no 2006/2013 reaches the caller
+            assert connection_id(conn) not in old_ids
+    stats = pool.stats()
+    assert stats[S.DISCARDED] == 3
+    assert stats[S.CONNECTS] == 4
+
+
+def test_server_restart_costs_callers_nothing_once_it_is_back(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=4))
+    leases = [pool.acquire() for _ in range(4)]
+    for lease in leases:
+        pool.release(lease)
+    db.restart()
+    for _ in range(8):
+        with pool.connection() as conn:
+            assert scalar(conn, "SELECT 1") == 1
+    assert pool.stats()[S.DISCARDED] == 4
+
+
+def test_lifetime_recycles_connections(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, max_lifetime=1))
+    with pool.connection() as conn:
+        first = connection_id(conn)
+    time.sleep(1.2)
+    with pool.connection() as conn:
+        second = connection_id(conn)
+    assert first != second
+    assert pool.stats()[S.RECYCLED] == 1
+
+
+def test_default_lifetime_stays_below_the_servers_wait_timeout(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    db.set_global("wait_timeout", 40)
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1))
+    lease = pool.acquire()
+    record = lease._record
+    assert record is not None
+    assert record.expires - record.created <= 20.0  # half of wait_timeout, jittered down
+    assert record.expires - record.created >= 20.0 * 0.9
+    pool.release(lease)
+
+
+def test_idle_connections_beyond_min_idle_are_closed(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=4, min_idle=1, idle_timeout=1))
+    leases = [pool.acquire() for _ in range(4)]
+    for lease in leases:
+        pool.release(lease)
+    time.sleep(2.2)
+    pool.release(pool.acquire())  # housekeeping rides on traffic
+    assert pool.stats()[S.IDLE_CLOSED] == 3
+    assert pool.stats()[S.IDLE] == 1
+
+
+@pytest.mark.parametrize("reset", ["full", "rollback"])
+def test_open_transaction_is_rolled_back_before_the_next_user(
+    db: PrivateMariaDB, connect_kwargs: dict[str, Any], reset: str
+) -> None:
+    db.query("CREATE TABLE IF NOT EXISTS app.ledger (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(50))")
+    db.query("DELETE FROM app.ledger")
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    lease = pool.acquire()
+    conn = lease.connection
+    conn.begin()
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO app.ledger (note) VALUES ('uncommitted')")
+    pool.release(lease)  # forgot to commit or roll back
+    with pool.connection() as conn:
+        assert conn.get_autocommit()
+        assert scalar(conn, "SELECT COUNT(*) FROM app.ledger") == 0
+        assert not (conn.server_status & 1), "the next user must not start inside the old transaction"
+    assert db.query("SELECT COUNT(*) FROM app.ledger")[0][0] == 0
+
+
+def test_autocommit_is_restored_on_return(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="rollback"))
+    lease = pool.acquire()
+    lease.connection.autocommit(False)
+    pool.release(lease)
+    with pool.connection() as conn:
+        assert conn.get_autocommit()
+
+
+def test_connection_that_saw_a_disconnect_is_discarded(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="rollback"))
+    lease = pool.acquire()
+    victim = connection_id(lease.connection)
+    db.kill(victim)
+    with pytest.raises(pymysql.err.OperationalError):
+        scalar(lease.connection, "SELECT 1")
+    pool.release(lease)
+    assert pool.stats()[S.IDLE] == 0, "a dead connection must never go back to the idle set"
+    with pool.connection() as conn:
+        assert scalar(conn, "SELECT 1") == 1
+        assert connection_id(conn) != victim
+    assert pool.stats()[S.DISCARDED] == 1
+
+
+def test_context_manager_discards_on_disconnect_error(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1))
+    with pytest.raises(pymysql.err.OperationalError):
+        with pool.connection() as conn:
+            db.kill(connection_id(conn))
+            scalar(conn, "SELECT 1")
+    assert pool.stats()[S.IDLE] == 0
+    assert pool.stats()[S.IN_USE] == 0
+
+
+def test_session_state_never_reaches_the_next_user_with_full_reset(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="full"),
+                          session_init=["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"])
+    with pool.connection() as conn:
+        first = connection_id(conn)
+        with conn.cursor() as cur:
+            cur.execute("SET @secret = 'from the previous request'")
+            cur.execute("CREATE TEMPORARY TABLE scratch (x INT)")
+            cur.execute("SELECT GET_LOCK('kit-test-lock', 0)")
+            cur.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+            cur.execute("SET SESSION time_zone = '+05:00'")
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    with pool.connection() as conn:
+        assert connection_id(conn) == first, "the test must reuse the same physical connection"
+        assert scalar(conn, "SELECT @secret") is None
+        with pytest.raises(pymysql.err.ProgrammingError, match="scratch"):
+            scalar(conn, "SELECT COUNT(*) FROM scratch")  # the temporary table went with the reset
+        assert scalar(conn, "SELECT IS_USED_LOCK('kit-test-lock')") is None
+        assert "ANSI_QUOTES" not in scalar(conn, "SELECT @@SESSION.sql_mode")
+        assert scalar(conn, "SELECT @@SESSION.time_zone") == "SYSTEM"
+        assert scalar(conn, "SELECT @@SESSION.tx_isolation") == "READ-COMMITTED"  # session_init re-applied
+        assert scalar(conn, "SELECT @@character_set_client") == "utf8mb4"
+
+
+def test_dead_owner_slot_comes_back_with_a_warning(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=10))
+
+    def checkout_and_die() -> None:
+        pool.acquire()  # never released: the thread ends holding it
+
+    t = threading.Thread(target=checkout_and_die)
+    t.start()
+    t.join()
+    with caplog.at_level(logging.WARNING, logger="pool"):
+        with pool.connection() as conn:
+            assert scalar(conn, "SELECT 1") == 1
+    assert pool.stats()[S.RECLAIMED] == 1
+    assert any("checkout_and_die" in r.getMessage() and "owner died" in r.getMessage() for r in caplog.records)
+
+
+GEVENT_DEAD_OWNER_SCRIPT = """
+    from gevent import monkey; monkey.patch_all()
+    import json, os, gevent, logging, io
+    stream = io.StringIO()
+    logging.basicConfig(stream=stream, level=logging.WARNING)
+    from pool import ConnectionPool, PoolConfig
+    pool = ConnectionPool(json.loads(os.environ["KIT_CONNECT_KWARGS"]), PoolConfig(size=2, timeout=10))
+
+    def leak_one():
+        pool.acquire()
+        raise RuntimeError("boom")  # a view's spawned greenlet dies holding the connection
+
+    for g in [gevent.spawn(leak_one) for _ in range(2)]:
+        g.join()
+    ok = 0
+    for _ in range(5):
+        with pool.connection() as conn:
+            conn.ping()
+            ok += 1
+    print(json.dumps({"ok": ok, "stats": pool.stats(), "log": stream.getvalue()}))
+"""
+
+
+def test_greenlet_that_dies_holding_a_connection_does_not_shrink_the_pool(connect_kwargs: dict[str, Any]) -> None:
+    out = run_script(GEVENT_DEAD_OWNER_SCRIPT, env={"KIT_CONNECT_KWARGS": json.dumps(connect_kwargs)})
+    assert out["ok"] == 5
+    assert out["stats"][S.RECLAIMED] == 2
+    assert "leak_one" in out["log"]
+
+
+def test_leak_threshold_logs_the_checkout_stack(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=2, leak_threshold=0.5))
+
+    def hold_too_long() -> Any:
+        return pool.acquire()
+
+    lease = hold_too_long()
+    time.sleep(1.2)
+    with caplog.at_level(logging.WARNING, logger="pool"):
+        pool.release(pool.acquire())
+    assert pool.stats()[S.LEAKS] == 1
+    assert any("hold_too_long" in r.getMessage() for r in caplog.records)
+    pool.release(lease)
+
+
+def test_fork_child_never_quits_the_parents_connections(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=2))
+    with pool.connection() as conn:
+        parent_id = connection_id(conn)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the at-fork hook already dropped the inherited connection
+        try:
+            with pool.connection() as conn:
+                child_id = connection_id(conn)
+            pool.close()
+            os.write(write_end, str(child_id).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    child_id = int(os.read(read_end, 64) or b"0")
+    assert status == 0
+    assert child_id and child_id != parent_id
+    with pool.connection() as conn:  # still the same session: the child neither used nor QUIT it
+        assert connection_id(conn) == parent_id
+    assert pool.stats()[S.DISCARDED] == 0
+
+
+def test_explicit_reset_after_fork_drops_connections_without_quit(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1))
+    with pool.connection() as conn:
+        first = connection_id(conn)
+    inherited = pool._idle[0].conn
+    pool.reset_after_fork()
+    assert inherited._sock is None
+    # Without COM_QUIT the server still has the session until its socket's last holder goes; in one process
+    # that was us, so the server sees the socket close, not a QUIT: the session goes away as an abort.
+    with pool.connection() as conn:
+        assert connection_id(conn) != first
+
+
+def test_one_ssl_context_serves_every_connect(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=2))
+    a, b = pool.acquire(), pool.acquire()
+    assert a.connection.ctx is b.connection.ctx
+    pool.release(a)
+    pool.release(b)
+
+
+def test_read_and_write_timeouts_are_set_by_default(connect_kwargs: dict[str, Any]) -> None:
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, read_timeout=7, write_timeout=8))
+    with pool.connection() as conn:
+        assert conn._read_timeout == 7
+        assert conn._write_timeout == 8
+
+
+def test_credentials_stay_out_of_repr_stats_and_logs(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="pool"):
+        pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=0.2))
+        held = pool.acquire()
+        with pytest.raises(PoolTimeout) as caught:
+            pool.acquire()
+        pool.release(held)
+    texts = [repr(pool), str(pool.stats()), str(caught.value), caplog.text]
+    assert all(APP_PASSWORD not in text for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"size": 0}, "size"),
+        ({"size": "many"}, "size"),
+        ({"timeout": -1}, "timeout"),
+        ({"reset": "sometimes"}, "reset"),
+        ({"sizee": 5}, "sizee"),
+        ({"min_idle": 5, "size": 2}, "min_idle"),
+    ],
+)
+def test_bad_settings_name_the_setting(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        PoolConfig.from_mapping(settings)
+
+
+def test_settings_come_from_the_environment() -> None:
+    config = PoolConfig.from_env({"POOL_SIZE": "7", "POOL_TIMEOUT": "2.5", "POOL_RESET": "rollback"})
+    assert (config.size, config.timeout, config.reset) == (7, 2.5, "rollback")
+    with pytest.raises(ConfigError, match="POOL_SIZE"):
+        PoolConfig.from_env({"POOL_SIZE": "0"})

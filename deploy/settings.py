@@ -60,6 +60,18 @@ if not _url:
     )
 DATABASES = {"default": database_from_url(_url)}
 
+# Baselines for the benchmarks: the same site on Django's stock MySQL backend (KIT_BASELINE=stock, with
+# KIT_CONN_MAX_AGE), so that every variant is measured on identical views.
+if os.environ.get("KIT_BASELINE") == "stock":
+    from pool.driver import install_as_mysqldb
+
+    install_as_mysqldb()
+    DATABASES["default"]["ENGINE"] = "django.db.backends.mysql"
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("KIT_CONN_MAX_AGE", "0"))
+    INSTALLED_APPS.remove("pool.django.apps.PoolAppConfig")
+elif os.environ.get("KIT_BASELINE"):
+    raise ImproperlyConfigured(f"KIT_BASELINE={os.environ['KIT_BASELINE']!r}: use 'stock' or leave it unset")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pymysql
 from pymysql.constants import COMMAND, SERVER_STATUS
-from pymysql.err import MySQLError
+from pymysql.err import InterfaceError, InternalError, MySQLError
 
 Connection = pymysql.connections.Connection
 
@@ -149,6 +149,20 @@ def run_pipelined(conn: Connection, statements: Sequence[str], reset_first: bool
     conn._result = None
 
 
+def install_as_mysqldb() -> None:
+    """Let Django's MySQL backend import PyMySQL as MySQLdb, without a second copy of PyMySQL's modules.
+
+    `pymysql.install_as_MySQLdb()` aliases only the package: Django's `from MySQLdb.converters import ...` then
+    executes converters.py and err.py again as `MySQLdb.*`, and rebinds `pymysql.err` to the copy, whose exception
+    classes PyMySQL never raises. `except pymysql.err.OperationalError` silently stops matching, and so does Django's
+    error translation. Aliasing every submodule keeps one copy.
+    """
+    pymysql.install_as_MySQLdb()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("pymysql."):
+            sys.modules.setdefault("MySQLdb." + name[len("pymysql.") :], module)
+
+
 def is_mariadb(conn: Connection) -> bool:
     return "mariadb" in str(conn.server_version).lower()
 
@@ -182,7 +196,7 @@ def ping(conn: Connection) -> None:
 
 
 def is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, (pymysql.err.InterfaceError, pymysql.err.InternalError)):
+    if isinstance(exc, (InterfaceError, InternalError)):
         return True
     if isinstance(exc, MySQLError) and exc.args and isinstance(exc.args[0], int):
         return exc.args[0] in DISCONNECT_CODES

@@ -12,10 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import pymysql
+from pymysql.err import InterfaceError
+
+from .. import driver
 
 # Django's MySQL backend imports MySQLdb; PyMySQL stands in for it, and users need not know.
-pymysql.install_as_MySQLdb()
+driver.install_as_mysqldb()
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
@@ -94,7 +96,7 @@ class _ReturnedConnection:
     back) and may already serve someone else, so any further use must fail instead of touching it."""
 
     def __getattr__(self, name: str) -> Any:
-        raise pymysql.err.InterfaceError(
+        raise InterfaceError(
             0, "the connection was returned to the pool inside an atomic block; its transaction was rolled back"
         )
 

@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+from pool.dburl import parse_database_url
+from pool.errors import ConfigError
 
 
 def database_from_url(url: str) -> dict[str, object]:
     """mysql://user:password@host:port/name?option=value -> a DATABASES entry on the pooled engine."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ImproperlyConfigured(
-            f"DATABASE_URL must start with mysql:// (mysql://user:password@host:port/name), not {parts.scheme}://"
-        )
-    options: dict[str, object] = dict(parse_qsl(parts.query))
+    try:
+        kwargs = parse_database_url(url)
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
     return {
         "ENGINE": "pool.django",
-        "NAME": unquote(parts.path.lstrip("/")),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
+        "NAME": kwargs["database"],
+        "USER": kwargs["user"],
+        "PASSWORD": kwargs["password"],
+        "HOST": kwargs.get("unix_socket") or kwargs["host"],
+        "PORT": str(kwargs.get("port", "")),
         # A write view runs in one transaction; read views opt out (shop.views) to spare BEGIN/COMMIT round trips.
         "ATOMIC_REQUESTS": True,
         # The pool returns the connection at the end of every request; a non-zero value here would only mislead.
         "CONN_MAX_AGE": 0,
-        "OPTIONS": options,
+        "OPTIONS": kwargs["options"],
         "TEST": {"CHARSET": "utf8mb4"},
     }
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from deploy.privatedb import PrivateMariaDB
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[PrivateMariaDB]:
-    db = PrivateMariaDB(max_connections=300).start()
+    # performance_schema lets tests trace a server connection to the worker pid that opened it.
+    db = PrivateMariaDB(max_connections=300, extra_args=["--performance-schema=ON"]).start()
     try:
         yield db
     finally:
@@ -32,6 +37,17 @@ def db(server: PrivateMariaDB) -> Iterator[PrivateMariaDB]:
             server.kill(thread_id)
         except Exception:  # noqa: BLE001 - it may have gone by itself meanwhile
             pass
+
+
+@pytest.fixture(scope="session")
+def site_db(server: PrivateMariaDB) -> PrivateMariaDB:
+    """The session's server with the demo site's tables and data."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DATABASE_URL": server.app_url(), "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    return server
 
 
 @pytest.fixture

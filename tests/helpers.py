@@ -68,3 +68,95 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) ->
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def app_connections_by_pid(db: PrivateMariaDB, user: str = APP_USER) -> dict[int, int]:
+    """The app user's server connections, grouped by the client pid PyMySQL announced (needs performance_schema)."""
+    rows = db.query(
+        "SELECT a.ATTR_VALUE, COUNT(*) FROM performance_schema.session_connect_attrs a "
+        "JOIN information_schema.PROCESSLIST p ON p.ID = a.PROCESSLIST_ID "
+        "WHERE a.ATTR_NAME = '_pid' AND p.USER = %s GROUP BY a.ATTR_VALUE",
+        (user,),
+    )
+    return {int(pid): int(count) for pid, count in rows}
+
+
+class Gunicorn:
+    """A real `gunicorn -c <conf>` with gevent workers on a free loopback port, for one test."""
+
+    def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", **env: str) -> None:
+        from deploy.privatedb import free_port
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(f"/tmp/kit-gunicorn-{self.port}.log")
+        self.env = {
+            **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "BIND": f"127.0.0.1:{self.port}",
+            "ACCESS_LOG": "", "WEB_WORKERS": "2", "POOL_SIZE": "5", **env,
+        }
+        self.conf = conf
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Gunicorn:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", self.conf], cwd=ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait and not wait_until(self.ready, timeout=60):
+            self.stop()
+            raise AssertionError(f"gunicorn did not become ready:\n{self.log()}")
+        return self
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.get("/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def worker_pids(self) -> set[int]:
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return {int(pid) for pid in children}
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signum)
+
+    def load(self, clients: int = 200, requests: int = 10, paths: str = "/products/", deadline: float = 120,
+             keepalive_share: float = 0.5) -> dict[str, Any]:
+        """Run tests.httpload against this server in a subprocess and return its JSON verdict."""
+        out = subprocess.run(
+            [sys.executable, "-m", "tests.httpload", self.base, "--clients", str(clients), "--requests", str(requests),
+             "--paths", paths, "--deadline", str(deadline), "--keepalive-share", str(keepalive_share)],
+            cwd=ROOT, capture_output=True, text=True, timeout=deadline + 60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.signal(15)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            return self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -21,13 +21,6 @@ def manage(db: PrivateMariaDB, *args: str, env: dict[str, str] | None = None) ->
     )
 
 
-@pytest.fixture(scope="module")
-def site_db(server: PrivateMariaDB) -> PrivateMariaDB:
-    result = manage(server, "migrate", "-v0")
-    assert result.returncode == 0, result.stderr
-    return server
-
-
 def statements_per_request(db: PrivateMariaDB, variant: str, path: str = "/select1/") -> dict[str, Any]:
     from bench.statements import run_variant
 

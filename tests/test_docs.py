@@ -1,0 +1,11 @@
+"""Docs that are generated from code must match it."""
+
+from pathlib import Path
+
+from pool.settings import settings_doc_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_settings_table_in_docs_matches_the_declarations() -> None:
+    assert settings_doc_table() in (ROOT / "docs" / "settings.md").read_text()

@@ -79,6 +79,10 @@ class PrivateMariaDB:
     def app_url(self) -> str:
         return f"mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{self.port}/{APP_DATABASE}"
 
+    def admin_url(self) -> str:
+        """Root over the server's socket (root may not log in over TCP)."""
+        return f"mysql://root:{ROOT_PASSWORD}@localhost/?unix_socket={self.socket_path}"
+
     def app_connect_kwargs(self) -> dict[str, object]:
         return {
             "host": "127.0.0.1",

@@ -1,0 +1,113 @@
+"""Users of the demo shop. Pick them by class name: `locust -f loadtest/ Reader Writer --host http://127.0.0.1:8000`.
+
+Keep-alive users reuse one HTTP connection; the NewConnection* users send `Connection: close`, so each request is a
+new TCP connection and a new greenlet in gunicorn (nginx without upstream keep-alive behaves like this).
+"""
+
+from __future__ import annotations
+
+import random
+
+import _budget  # noqa: F401 - the connection budget gate, shared by every scenario
+from locust import FastHttpUser, between, constant, task
+
+PRODUCTS = 100
+CLOSE = {"Connection": "close"}
+
+
+def _ok_or_busy(response) -> None:  # type: ignore[no-untyped-def]
+    """A 503 with Retry-After is the pool's deliberate answer to overload: counted as a failure, but named."""
+    if response.status_code == 503:
+        response.failure(f"503 pool busy (Retry-After {response.headers.get('Retry-After')})")
+
+
+class Reader(FastHttpUser):
+    """Browses: product list and product pages, over keep-alive."""
+
+    wait_time = between(0.05, 0.2)
+
+    @task(3)
+    def detail(self) -> None:
+        self.client.get(f"/products/{random.randint(1, PRODUCTS)}/", name="/products/[id]/")
+
+    @task(1)
+    def listing(self) -> None:
+        self.client.get("/products/")
+
+
+class NewConnectionReader(Reader):
+    """Reader with a new HTTP connection per request."""
+
+    @task(3)
+    def detail(self) -> None:
+        self.client.get(f"/products/{random.randint(1, PRODUCTS)}/", name="/products/[id]/", headers=CLOSE)
+
+    @task(1)
+    def listing(self) -> None:
+        self.client.get("/products/", headers=CLOSE)
+
+
+class Writer(FastHttpUser):
+    """Places orders: SELECT ... FOR UPDATE, UPDATE and INSERT in one transaction (ATOMIC_REQUESTS)."""
+
+    wait_time = between(0.1, 0.5)
+
+    @task
+    def order(self) -> None:
+        payload = {"product_id": random.randint(1, PRODUCTS), "quantity": 1}
+        with self.client.post("/orders/", json=payload, catch_response=True) as response:
+            if response.status_code == 409:
+                response.success()  # out of stock is an answer, not an error
+            _ok_or_busy(response)
+
+
+class ReportUser(FastHttpUser):
+    """Runs the DB-bound report: each request holds a connection ~20 ms on the server."""
+
+    wait_time = between(0.1, 0.3)
+
+    @task
+    def report(self) -> None:
+        self.client.get("/report/slow/")
+
+
+class SpikeUser(FastHttpUser):
+    """No think time on the DB-bound report: run far more of them than the pool can serve at once, e.g.
+    `-u 600 -r 600`. Requests must wait or get 503 + Retry-After; the server must never answer 1040."""
+
+    wait_time = constant(0)
+
+    @task
+    def report(self) -> None:
+        with self.client.get("/report/slow/", catch_response=True) as response:
+            _ok_or_busy(response)
+
+
+class SlowReportBench(FastHttpUser):
+    """Benchmark user: closed loop on the 20 ms report, keep-alive."""
+
+    wait_time = constant(0)
+
+    @task
+    def report(self) -> None:
+        self.client.get("/report/slow/")
+
+
+class SelectOneBench(FastHttpUser):
+    """Benchmark user: closed loop on the SELECT 1 view, keep-alive."""
+
+    wait_time = constant(0)
+
+    @task
+    def select_one(self) -> None:
+        self.client.get("/select1/")
+
+
+class SelectOneNewConnectionBench(FastHttpUser):
+    """Benchmark user: closed loop on the SELECT 1 view, a new HTTP connection per request."""
+
+    wait_time = constant(0)
+
+    @task
+    def select_one(self) -> None:
+        self.client.get("/select1/", headers=CLOSE)

@@ -61,16 +61,23 @@ if not _url:
 DATABASES = {"default": database_from_url(_url)}
 
 # Baselines for the benchmarks: the same site on Django's stock MySQL backend (KIT_BASELINE=stock, with
-# KIT_CONN_MAX_AGE), so that every variant is measured on identical views.
-if os.environ.get("KIT_BASELINE") == "stock":
+# KIT_CONN_MAX_AGE) or on django-db-connection-pool (KIT_BASELINE=dbcp, SQLAlchemy's QueuePool), so that every variant
+# is measured on identical views. Both use PyMySQL as MySQLdb, like the kit.
+_baseline = os.environ.get("KIT_BASELINE", "")
+if _baseline in ("stock", "dbcp"):
     from pool.driver import install_as_mysqldb
 
     install_as_mysqldb()
-    DATABASES["default"]["ENGINE"] = "django.db.backends.mysql"
-    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("KIT_CONN_MAX_AGE", "0"))
     INSTALLED_APPS.remove("pool.django.apps.PoolAppConfig")
-elif os.environ.get("KIT_BASELINE"):
-    raise ImproperlyConfigured(f"KIT_BASELINE={os.environ['KIT_BASELINE']!r}: use 'stock' or leave it unset")
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("KIT_CONN_MAX_AGE", "0"))
+    if _baseline == "stock":
+        DATABASES["default"]["ENGINE"] = "django.db.backends.mysql"
+    else:
+        DATABASES["default"]["ENGINE"] = "dj_db_conn_pool.backends.mysql"
+        # Same cap as the kit's pool, no overflow: a bounded pool, as its docs recommend for production.
+        DATABASES["default"]["POOL_OPTIONS"] = {"POOL_SIZE": int(os.environ.get("POOL_SIZE", "10")), "MAX_OVERFLOW": 0}
+elif _baseline:
+    raise ImproperlyConfigured(f"KIT_BASELINE={_baseline!r}: use 'stock', 'dbcp' or leave it unset")
 
 LOGGING = {
     "version": 1,

@@ -235,6 +235,7 @@ class ConnectionPool:
             )
         if waiter is not None:
             record = self._wait(waiter, self.config.timeout if timeout is None else timeout)
+            lease._since = time.monotonic()  # held from now: usage and leak time do not count the queueing
         try:
             lease._record = self._make_ready(record)
         except BaseException:
@@ -250,6 +251,7 @@ class ConnectionPool:
                 return
             lease._released = True
         record, lease._record = lease._record, None
+        self._counters[S.USAGE_MS] += (time.monotonic() - lease._since) * 1000.0
         if lease._generation != self._generation:
             # Taken before a fork (or before reset_after_fork): the session belongs to the parent.
             if record is not None:

@@ -26,9 +26,10 @@ IDLE_CLOSED = "idle_closed"  # closed for idling past idle_timeout beyond min_id
 RECLAIMED = "reclaimed"  # taken back from an owner (greenlet or thread) that died holding it
 LEAKS = "leaks"  # held longer than leak_threshold
 RESETS = "resets"
+USAGE_MS = "usage_ms"  # total time connections were held by callers, checkout to return
 
 GAUGES = (SIZE, IN_USE, IDLE, WAITING, MAXWAIT_MS)
 COUNTERS = (
     CHECKOUTS, CONNECTS, CONNECT_ERRORS, CONNECT_MS, WAIT_MS, WAITS, TIMEOUTS, REJECTED, PINGS, DISCARDED, RECYCLED,
-    IDLE_CLOSED, RECLAIMED, LEAKS, RESETS,
+    IDLE_CLOSED, RECLAIMED, LEAKS, RESETS, USAGE_MS,
 )

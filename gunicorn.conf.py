@@ -60,10 +60,14 @@ pool = pool_hooks.configure_pool(
 # Start-up check of workers x size (x2 for a reload) + reserve against the server's max_connections.
 budget_reserve = int(env("POOL_BUDGET_RESERVE", "10"))
 budget_strict = env("POOL_BUDGET_STRICT", "0") == "1"  # 1: refuse to start when over budget, instead of warning
+# Prometheus metrics of every worker's pool, added up at /metrics (prometheus_client's multiprocess mode); "" disables.
+metrics_dir = env("PROMETHEUS_MULTIPROC_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run", "prometheus"))
 
 
 # -- hooks ------------------------------------------------------------------------------------------------------------
 def on_starting(server):
+    if metrics_dir:
+        pool_hooks.prepare_metrics_dir(metrics_dir)
     url = ensure_database(server.log)
     pool_hooks.check_budget(server, pool, database_url=url, strict=budget_strict, reserve=budget_reserve)
 
@@ -78,6 +82,10 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     pool_hooks.worker_exit(server, worker)
+
+
+def child_exit(server, worker):
+    pool_hooks.child_exit(server, worker)
 
 
 def on_exit(server):

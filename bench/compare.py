@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "stock CONN_MAX_AGE=60": {"KIT_BASELINE": "stock", "KIT_CONN_MAX_AGE": "60"},
     "django-db-connection-pool": {"KIT_BASELINE": "dbcp"},
     "kit": {},
+    "kit, reset=rollback": {"POOL_RESET": "rollback"},
 }
 
 # (label, locust user class, users, TLS setting)
@@ -156,15 +157,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="only the first scenario")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-results"))
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="only these (repeatable)")
+    parser.add_argument("--scenario", action="append", type=int, help="only these scenario numbers, from 1")
+    parser.add_argument("--append", action="store_true", help="add to the results already in --out.json")
     args = parser.parse_args()
     scenarios = SCENARIOS[:1] if args.quick else SCENARIOS
+    if args.scenario:
+        scenarios = [SCENARIOS[n - 1] for n in args.scenario]
+    variants = args.variant or list(VARIANTS)
     db = PrivateMariaDB(max_connections=400).start()
-    results: list[dict[str, Any]] = []
+    previous = Path(args.out + ".json")
+    results: list[dict[str, Any]] = json.loads(previous.read_text()) if args.append and previous.exists() else []
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], check=True, cwd=ROOT,
                        env={**os.environ, "DATABASE_URL": db.app_url()})
         for label, user_class, users, tls in scenarios:
-            for variant in VARIANTS:
+            for variant in variants:
                 started = time.monotonic()
                 results.append(run_one(db, variant, user_class, users, tls, args.seconds))
                 r = results[-1]

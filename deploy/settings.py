@@ -43,7 +43,7 @@ INSTALLED_APPS = [
     "deploy.shop",
 ]
 MIDDLEWARE = [
-    "pool.django.middleware.PoolUnavailableMiddleware",
+    "pool.django.middleware.PoolMiddleware",
     "django.middleware.common.CommonMiddleware",
 ]
 ROOT_URLCONF = "deploy.urls"
@@ -69,6 +69,7 @@ if _baseline in ("stock", "dbcp"):
 
     install_as_mysqldb()
     INSTALLED_APPS.remove("pool.django.apps.PoolAppConfig")
+    MIDDLEWARE.remove("pool.django.middleware.PoolMiddleware")
     DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("KIT_CONN_MAX_AGE", "0"))
     if _baseline == "stock":
         DATABASES["default"]["ENGINE"] = "django.db.backends.mysql"

@@ -11,4 +11,5 @@ urlpatterns = [
     path("fanout/", views.fanout),
     path("healthz", views.healthz),
     path("-/pool", views.pool_stats),
+    path("metrics", views.metrics),
 ]

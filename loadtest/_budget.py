@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import runpy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from urllib.parse import urlsplit
 
 import gevent
 from locust import events
+
+from pool.budget import count_app_connections
 from locust.runners import LocalRunner, MasterRunner
 
 log = logging.getLogger("loadtest.budget")
@@ -70,8 +71,9 @@ class Verdict:
 
 def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int]:
     """(budget, workers, pool size) as gunicorn would see them with this environment."""
-    conf = runpy.run_path(conf_path)
-    workers, size = int(conf["workers"]), int(conf["pool"].size)
+    from pool.budget import read_gunicorn_conf
+
+    workers, size = read_gunicorn_conf(conf_path)
     return hosts * workers * size, workers, size
 
 
@@ -85,14 +87,6 @@ def monitor_target(options: Any) -> tuple[dict[str, Any], str]:
     kwargs.pop("options", None)
     user = options.app_user or kwargs["user"]
     return kwargs, user
-
-
-def count_app_connections(cursor: Any, user: str) -> int:
-    """The app user's connections, without the monitor's own (which counts when it logs in as that user)."""
-    cursor.execute(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()", (user,)
-    )
-    return int(cursor.fetchone()[0])
 
 
 class _Gate:

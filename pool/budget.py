@@ -67,6 +67,26 @@ class Budget:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def count_app_connections(cursor: Any, user: str) -> int:
+    """The user's connections on the server, without the counting one (which counts when it logs in as that user).
+    Without the PROCESS privilege a user sees exactly its own threads, which is what is wanted here."""
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()", (user,)
+    )
+    return int(cursor.fetchone()[0])
+
+
+def read_gunicorn_conf(path: str) -> tuple[int, int]:
+    """(workers, pool size) as gunicorn would see them from this conf, with this process's environment."""
+    import runpy
+
+    conf = runpy.run_path(path)
+    pool = conf.get("pool")
+    if pool is None or not hasattr(pool, "size"):
+        raise ValueError(f"{path} declares no pool (pool = configure_pool(...)); give --workers and --pool-size")
+    return int(conf.get("workers", 1)), int(pool.size)
+
+
 def read_server_limits(connect_kwargs: dict[str, Any]) -> tuple[int, int, int]:
     """(max_connections, max_user_connections as seen by this user, Threads_connected)."""
     kwargs = {k: v for k, v in connect_kwargs.items() if k != "options"}
@@ -88,3 +108,36 @@ def check(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts
           reload_overlap: bool = True, reserve: int = 10) -> Budget:
     max_connections, max_user, connected = read_server_limits(connect_kwargs)
     return Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m pool budget: the connection budget table for a deployment, exit 1 when it does not fit."""
+    import argparse
+    import os
+
+    from .dburl import parse_database_url
+
+    parser = argparse.ArgumentParser(prog="python -m pool budget", description=main.__doc__)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="the server to check (default: DATABASE_URL)")
+    parser.add_argument("--conf", default="gunicorn.conf.py", help="read workers and pool size from this conf")
+    parser.add_argument("--workers", type=int, help="workers per host (overrides the conf)")
+    parser.add_argument("--pool-size", type=int, help="pool size per worker (overrides the conf)")
+    parser.add_argument("--hosts", type=int, default=1, help="app hosts sharing the server")
+    parser.add_argument("--reserve", type=int, default=10, help="connections kept for everything else")
+    parser.add_argument("--no-reload-overlap", action="store_true",
+                        help="do not double for a SIGHUP reload (only if you never reload gracefully)")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("give --database-url or set DATABASE_URL")
+    workers, pool_size = args.workers, args.pool_size
+    if workers is None or pool_size is None:
+        conf_workers, conf_size = read_gunicorn_conf(args.conf)
+        workers = conf_workers if workers is None else workers
+        pool_size = conf_size if pool_size is None else pool_size
+    result = check(parse_database_url(args.database_url), workers=workers, pool_size=pool_size, hosts=args.hosts,
+                   reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    print(result.table())
+    for problem in result.problems:
+        print(f"over budget: {problem}")
+    return 1 if result.problems else 0

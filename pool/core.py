@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,7 +35,8 @@ try:
 except ImportError:  # pragma: no cover - greenlet comes with gevent, which the kit requires
     _getcurrent = None
 
-_STACK_DEPTH = 12
+# Deep enough to get past the ORM's own frames (a Django query is ~15 deep at checkout) to the caller's code.
+_STACK_DEPTH = 30
 _HOUSEKEEPING_INTERVAL = 1.0
 _LIFETIME_JITTER = 0.1
 
@@ -67,9 +68,10 @@ def _owner_alive(ref: weakref.ref[Any]) -> bool:
     owner = ref()
     if owner is None:
         return False
-    if isinstance(owner, threading.Thread):
-        return owner.is_alive()
-    return not owner.dead
+    # Greenlets say `dead`; threads say `is_alive()` (an isinstance test on threading.Thread would break once gevent
+    # has replaced that class).
+    dead = getattr(owner, "dead", None)
+    return not dead if dead is not None else bool(owner.is_alive())
 
 
 _Stack = list[tuple[Any, int]]
@@ -86,8 +88,12 @@ def _caller_stack() -> _Stack:
     return frames
 
 
+_POOL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _format_stack(stack: _Stack) -> str:
-    return "".join(f'\n    File "{c.co_filename}", line {n}, in {c.co_name}' for c, n in reversed(stack))
+    return "".join(f'\n    File "{c.co_filename}", line {n}, in {c.co_name}'
+                   for c, n in reversed(stack) if not c.co_filename.startswith(_POOL_DIR))
 
 
 class _Record:
@@ -170,6 +176,8 @@ class ConnectionPool:
         )
         self._lifetime: float | None = self.config.max_lifetime
         self._generation = 0
+        # Called with (seconds waited, whether a connection was granted) after every wait: metrics hook in here.
+        self.wait_observers: list[Callable[[float, bool], None]] = []
         self._init_process_state()
         _all_pools.add(self)
         log.info("pool %r created for %s: %s", name, self._connector.target, self._describe_config())
@@ -194,6 +202,7 @@ class ConnectionPool:
         self._closed = False
         self._suspect_before = 0.0
         self._next_housekeeping = 0.0
+        self._next_reclaim = 0.0
         self._counters = dict.fromkeys(S.COUNTERS, 0)
         self._wait_ms_max = 0.0
 
@@ -320,7 +329,9 @@ class ConnectionPool:
         try:
             while True:
                 # A greenlet that died holding a connection would otherwise keep its slot until the worker restarts.
-                self._reclaim_dead_owners()
+                # Scanned at most once a second: on a busy pool nearly every caller waits, and owners rarely die.
+                if time.monotonic() >= self._next_reclaim:
+                    self._reclaim_dead_owners()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or waiter.event.wait(min(remaining, _HOUSEKEEPING_INTERVAL)) or waiter.granted:
                     break
@@ -345,6 +356,8 @@ class ConnectionPool:
             self._counters[S.WAIT_MS] += waited * 1000.0
             if not granted and not self._closed:
                 self._counters[S.TIMEOUTS] += 1
+        for observe in self.wait_observers:
+            observe(waited, granted)
         if granted:
             return waiter.record
         if self._closed:
@@ -452,11 +465,17 @@ class ConnectionPool:
     def _drop(self, record: _Record, reason: str) -> None:
         self._counters[reason] += 1
         if reason == S.DISCARDED:
+            log.info("pool %r: discarded a broken connection (closed by the server, or failed a check or reset)",
+                     self.name)
+        else:
+            log.debug("pool %r: closed a connection (%s)", self.name, reason)
+        if reason == S.DISCARDED:
             driver.discard(record.conn)
         else:
             driver.close(record.conn)
 
     def _reclaim_dead_owners(self) -> None:
+        self._next_reclaim = time.monotonic() + _HOUSEKEEPING_INTERVAL
         with self._lock:
             dead = [
                 lease for lease in self._leases.values()

@@ -31,3 +31,10 @@ def parse_database_url(url: str) -> dict[str, Any]:
         kwargs["unix_socket"] = options.pop("unix_socket")
     kwargs["options"] = options
     return kwargs
+
+
+def connect_kwargs_from_url(url: str) -> dict[str, Any]:
+    """PyMySQL connect() arguments for DATABASE_URL, its ?options included (for code without Django)."""
+    kwargs = parse_database_url(url)
+    options = kwargs.pop("options")
+    return {**kwargs, **options}

@@ -62,6 +62,17 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
     return result
 
 
+def prepare_metrics_dir(path: str) -> None:
+    """prometheus_client's multiprocess mode: one directory of per-worker files, emptied at start (stale files from
+    a previous run would be added to the totals). Must run before any process imports prometheus_client."""
+    import shutil
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", path)
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
 def post_fork(server: Any, worker: Any) -> None:
     # os.register_at_fork already did this; calling it again is harmless and keeps the hook explicit.
     reset_all_after_fork()
@@ -79,6 +90,18 @@ def post_worker_init(worker: Any) -> None:
     # Pools built before patching (preload_app) get primitives made under patching; nothing is in use yet.
     if all_pools():
         reset_all_after_fork()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .metrics import start_background_sync
+
+        start_background_sync()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the arbiter, after a worker died: its gauges leave the metrics totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .metrics import mark_worker_dead
+
+        mark_worker_dead(worker.pid)
 
 
 def _storage_is_per_greenlet(connections: Any) -> bool:

@@ -92,7 +92,8 @@ class Gunicorn:
         self.log_path = Path(f"/tmp/kit-gunicorn-{self.port}.log")
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "BIND": f"127.0.0.1:{self.port}",
-            "ACCESS_LOG": "", "WEB_WORKERS": "2", "POOL_SIZE": "5", **env,
+            "ACCESS_LOG": "", "WEB_WORKERS": "2", "POOL_SIZE": "5",
+            "PROMETHEUS_MULTIPROC_DIR": f"/tmp/kit-prometheus-{self.port}", **env,
         }
         self.conf = conf
         self.process: subprocess.Popen[bytes] | None = None
@@ -138,15 +139,34 @@ class Gunicorn:
         os.kill(self.process.pid, signum)
 
     def load(self, clients: int = 200, requests: int = 10, paths: str = "/products/", deadline: float = 120,
-             keepalive_share: float = 0.5) -> dict[str, Any]:
+             keepalive_share: float = 0.5, think: float = 0.0) -> dict[str, Any]:
         """Run tests.httpload against this server in a subprocess and return its JSON verdict."""
         out = subprocess.run(
             [sys.executable, "-m", "tests.httpload", self.base, "--clients", str(clients), "--requests", str(requests),
-             "--paths", paths, "--deadline", str(deadline), "--keepalive-share", str(keepalive_share)],
+             "--paths", paths, "--deadline", str(deadline), "--keepalive-share", str(keepalive_share),
+             "--think", str(think)],
             cwd=ROOT, capture_output=True, text=True, timeout=deadline + 60, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def load_in_background(self, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+        """Start `load` in a thread; the dict is filled with its verdict when the thread ends."""
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.update(self.load(**kwargs)))
+        thread.start()
+        return thread, result
+
+    def pool_stats_of_every_worker(self, tries: int = 60) -> dict[int, dict[str, Any]]:
+        """/-/pool from each worker (requests land on workers at random, so ask until every pid answered)."""
+        found: dict[int, dict[str, Any]] = {}
+        workers = self.worker_pids()
+        for _ in range(tries):
+            stats = json.loads(self.get("/-/pool")[2])
+            found[stats["pid"]] = stats
+            if workers <= set(found):
+                break
+        return found
 
     def stop(self, timeout: float = 40) -> int:
         if self.process is None or self.process.poll() is not None:

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--paths", default="/products/")
     parser.add_argument("--keepalive-share", type=float, default=0.5)
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds; stop sending after this")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds each client waits between requests")
     args = parser.parse_args()
     base = urlsplit(args.base)
     assert base.hostname in ("127.0.0.1", "localhost"), "load goes to loopback only"
@@ -35,7 +36,10 @@ def main() -> None:
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     latencies: list[float] = []
-    stop_at = time.monotonic() + args.deadline
+    failures_at: list[tuple[float, str]] = []  # (seconds since start, status or error), for fault timelines
+    t0 = time.monotonic()
+    wall_start = time.time()  # lets a test line failures up with faults it injected at known wall-clock times
+    stop_at = t0 + args.deadline
 
     def client(index: int) -> None:
         keepalive = index < args.clients * args.keepalive_share
@@ -60,19 +64,25 @@ def main() -> None:
                     # once, as every HTTP client does; an error on a fresh connection is a failure.
                     if fresh or attempt == 2:
                         errors[type(exc).__name__] += 1
+                        failures_at.append((round(time.monotonic() - t0, 3), type(exc).__name__))
                         break
                     continue
                 except Exception as exc:  # noqa: BLE001 - counted, never hidden
                     errors[type(exc).__name__] += 1
+                    failures_at.append((round(time.monotonic() - t0, 3), type(exc).__name__))
                     conn.close()
                     conn = None
                     break
                 latencies.append(time.monotonic() - started)
                 statuses[str(response.status)] += 1
+                if response.status >= 300:
+                    failures_at.append((round(time.monotonic() - t0, 3), str(response.status)))
                 if not keepalive or response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
                 break
+            if args.think:
+                gevent.sleep(args.think)
         if conn is not None:
             conn.close()
 
@@ -89,6 +99,9 @@ def main() -> None:
         "seconds": round(elapsed, 2),
         "rps": round(len(latencies) / elapsed, 1) if elapsed else 0,
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else None,
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "failures_at": failures_at,
+        "wall_start": wall_start,
     }))
 
 

@@ -95,6 +95,7 @@ POOL_SETTINGS_SCRIPT = """
     db = database_from_url(os.environ["DATABASE_URL"])
     db["OPTIONS"]["pool"] = json.loads(os.environ["KIT_POOL_OPTIONS"])
     db["CONN_MAX_AGE"] = int(os.environ.get("KIT_MAX_AGE", "0"))
+    db["CONN_HEALTH_CHECKS"] = os.environ.get("KIT_HEALTH_CHECKS") == "1"
     settings.configure(DATABASES={"default": db}, INSTALLED_APPS=["pool.django.apps.PoolAppConfig"], USE_TZ=True)
     django.setup()
     from django.core import checks
@@ -128,6 +129,7 @@ def test_pool_settings_come_from_options_and_the_conf_overrides_them(site_db: Pr
     ({"size": 0}, {}, "pool.E001"),
     ({"sise": 3}, {}, "pool.E001"),
     ({}, {"KIT_MAX_AGE": "60"}, "pool.W001"),
+    ({}, {"KIT_HEALTH_CHECKS": "1"}, "pool.W002"),
 ])
 def test_system_checks_name_bad_settings(site_db: PrivateMariaDB, options: dict[str, Any], extra: dict[str, str],
                                          check_id: str) -> None:

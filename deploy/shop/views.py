@@ -63,9 +63,15 @@ def place_order(request: HttpRequest) -> JsonResponse:
 @require_GET
 @transaction.non_atomic_requests
 def slow_report(request: HttpRequest) -> JsonResponse:
-    """A DB-bound view: the query holds its connection for about 20 ms on the server."""
-    seconds = min(float(request.GET.get("seconds", "0.02")), 5.0)
+    """A DB-bound view: the query holds its connection for about 20 ms on the server (?seconds= to change, at most 5).
+    ?scan=N makes the server scan N rows instead (MariaDB's sequence engine): unlike an interrupted SLEEP(), which
+    just returns, an interrupted scan fails with error 1317, which is what KILL QUERY tests need."""
     with connection.cursor() as cursor:
+        if "scan" in request.GET:
+            rows = max(1, min(int(request.GET["scan"]), 5_000_000_000))
+            cursor.execute(f"SELECT SUM(seq) FROM seq_1_to_{rows} WHERE seq % 7 = 3")  # rows is an int: safe; no params, so no %-escaping
+            return JsonResponse({"sum": int(cursor.fetchone()[0] or 0)})
+        seconds = min(float(request.GET.get("seconds", "0.02")), 5.0)
         cursor.execute("SELECT COUNT(*), SLEEP(%s) FROM shop_order", [seconds])
         orders, _ = cursor.fetchone()
     return JsonResponse({"orders": orders})
@@ -101,15 +107,17 @@ def _spawn(func, *args):  # type: ignore[no-untyped-def]
 @require_GET
 @transaction.non_atomic_requests
 def fanout(request: HttpRequest) -> JsonResponse:
-    """ORM work in greenlets the view spawns itself: each says when its unit of work ends (returning_connections)."""
+    """ORM work in greenlets the view spawns itself: each says when its unit of work ends (returning_connections).
+    ?leak=1 shows the mistake this prevents: the greenlets end still holding their connections, and the pool has to
+    reclaim them from their dead owners."""
     count = max(1, min(int(request.GET.get("n", "4")), 20))
     results: dict[int, int] = {}
 
-    @returning_connections()
     def stock_of(product_id: int) -> None:
         results[product_id] = Product.objects.filter(pk=product_id).values_list("stock", flat=True).first() or 0
 
-    workers = [_spawn(stock_of, i) for i in range(1, count + 1)]
+    work = stock_of if request.GET.get("leak") == "1" else returning_connections()(stock_of)
+    workers = [_spawn(work, i) for i in range(1, count + 1)]
     for worker in workers:
         worker.join()
     return JsonResponse({"stock": results})
@@ -133,3 +141,12 @@ def pool_stats(request: HttpRequest) -> JsonResponse:
     by_alias = {alias: pool.stats() for alias, pool in pools().items()}
     default = by_alias.get("default", {})
     return JsonResponse({"pid": os.getpid(), **default, "pools": by_alias})
+
+
+@transaction.non_atomic_requests  # a scrape must not hold a connection (ATOMIC_REQUESTS would open one)
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for the pools of every worker (see pool.metrics)."""
+    from pool.metrics import render
+
+    body, content_type = render()
+    return HttpResponse(body, content_type=content_type)

@@ -1,9 +1,17 @@
-"""A full pool is an overload, not a bug: answer 503 with Retry-After instead of a 500."""
+"""PoolMiddleware: put it first in MIDDLEWARE.
+
+- It gives the request's connections back to the pool as soon as the response is built, before the server writes it
+  to the client: Django itself would only return them at `request_finished`, after the write, and under gevent that
+  write yields to the hub, so other requests would wait for a connection this one no longer uses. Streaming responses
+  keep theirs (their iterators may still query).
+- A full pool is an overload, not a bug: PoolTimeout and TooManyWaiters become 503 with Retry-After instead of a 500.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from ..errors import PoolTimeout, TooManyWaiters
@@ -22,12 +30,18 @@ def pool_exhaustion(exc: BaseException | None) -> PoolTimeout | TooManyWaiters |
     return None
 
 
-class PoolUnavailableMiddleware:
+class PoolMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        if not response.streaming:
+            for wrapper in connections.all(initialized_only=True):
+                # Only pooled connections: closing another backend's would defeat its CONN_MAX_AGE.
+                if getattr(wrapper, "_pool_lease", None) is not None and not wrapper.in_atomic_block:
+                    wrapper.close()
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         cause = pool_exhaustion(exception)

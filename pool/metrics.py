@@ -1,0 +1,127 @@
+"""Prometheus export of the pools' statistics, aggregated across gunicorn workers.
+
+prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported) keeps each
+worker's values in files that a scrape of any worker adds up. Each worker copies its pools' counters and gauges there
+at most once a second, and once more just before it answers a scrape; waits go into a histogram as they happen.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+from . import stats as S
+from .core import ConnectionPool, all_pools
+
+PREFIX = "mysql_pool"
+# Seconds; a wait past a few seconds is already an incident, a wait up to the pool timeout still ends in a connection.
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_GAUGES = {S.SIZE: "most connections a worker's pool may hold", S.IN_USE: "connections lent out",
+           S.IDLE: "open connections waiting in the pool", S.WAITING: "callers queued for a connection"}
+_COUNTERS = {S.CHECKOUTS: "connections lent", S.CONNECTS: "connections opened",
+             S.CONNECT_ERRORS: "failed connection attempts", S.TIMEOUTS: "callers that gave up waiting (PoolTimeout)",
+             S.REJECTED: "callers refused at once (max_waiting)", S.PINGS: "pings before lending",
+             S.DISCARDED: "broken connections dropped", S.RECYCLED: "connections closed at max_lifetime",
+             S.IDLE_CLOSED: "connections closed after idle_timeout", S.RECLAIMED: "connections taken back from dead owners",
+             S.LEAKS: "connections held past leak_threshold", S.RESETS: "connections reset on return"}
+_MULTIPROCESS_MODES = {S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum"}
+
+
+class PoolMetrics:
+    def __init__(self) -> None:
+        self.gauges = {name: Gauge(f"{PREFIX}_{name}", doc, ["pool"], multiprocess_mode=_MULTIPROCESS_MODES[name])
+                       for name, doc in _GAUGES.items()}
+        self.counters = {name: Counter(f"{PREFIX}_{name}", doc, ["pool"]) for name, doc in _COUNTERS.items()}
+        self.wait_seconds = Histogram(f"{PREFIX}_wait_seconds", "time callers queued for a connection",
+                                      ["pool", "outcome"], buckets=WAIT_BUCKETS)
+        self._last: dict[int, dict[str, float]] = {}
+        self._watched: set[int] = set()
+        self._lock = threading.Lock()
+        self._next_sync = 0.0
+
+    def watch(self, pool: ConnectionPool) -> None:
+        if id(pool) in self._watched:
+            return
+        self._watched.add(id(pool))
+        histogram = self.wait_seconds
+
+        def observe(seconds: float, granted: bool) -> None:
+            histogram.labels(pool.name, "granted" if granted else "timeout").observe(seconds)
+
+        pool.wait_observers.append(observe)
+
+    def sync(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_sync:
+            return
+        self._next_sync = now + 1.0
+        with self._lock:
+            for pool in all_pools():
+                self.watch(pool)
+                current = pool.stats()
+                last = self._last.setdefault(id(pool), {})
+                for name, gauge in self.gauges.items():
+                    gauge.labels(pool.name).set(current[name])
+                for name, counter in self.counters.items():
+                    delta = current[name] - last.get(name, 0)
+                    if delta > 0:
+                        counter.labels(pool.name).inc(delta)
+                    last[name] = current[name]
+
+
+_metrics: PoolMetrics | None = None
+_metrics_pid = 0
+
+
+def metrics() -> PoolMetrics:
+    """This process's exporter (rebuilt after fork: a child starts from its own, empty pools)."""
+    global _metrics, _metrics_pid
+    if _metrics is None or _metrics_pid != os.getpid():
+        _metrics, _metrics_pid = PoolMetrics(), os.getpid()
+    return _metrics
+
+
+def render() -> tuple[bytes, str]:
+    """Sync this worker, then the Prometheus text of every worker's values (or this process's, without
+    PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+
+    metrics().sync(force=True)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """From the arbiter's child_exit: fold a dead worker's live gauges out of the totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
+
+def start_background_sync(interval: float = 1.0) -> Any:
+    """Keep this worker's values fresh even when it serves no request (a gevent greenlet, or a daemon thread)."""
+    def loop() -> None:
+        while True:
+            metrics().sync(force=True)
+            time.sleep(interval)
+
+    try:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            import gevent
+
+            return gevent.spawn(loop)
+    except ImportError:
+        pass
+    thread = threading.Thread(target=loop, name="pool-metrics", daemon=True)
+    thread.start()
+    return thread

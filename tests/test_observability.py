@@ -1,0 +1,83 @@
+"""Metrics across workers, the budget command, system checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.privatedb import PrivateMariaDB
+from tests.helpers import ROOT, Gunicorn, wait_until
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf'^{name}{{pool="default"}} ([0-9.e+]+)$', text, re.MULTILINE)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_metrics_add_up_both_workers_and_forget_dead_ones(site_db: PrivateMariaDB) -> None:
+    server = Gunicorn(site_db).start()
+    try:
+        # 50 ms queries from 40 clients on 2 x 5 connections: queueing is certain.
+        result = server.load(clients=40, requests=5, paths="/report/slow/?seconds=0.05")
+        time.sleep(2.5)  # each worker copies its counters at least once a second
+        text = server.get("/metrics")[2].decode()
+        served_by = {pid for pid in server.worker_pids()}
+        metrics_dir = Path(server.env["PROMETHEUS_MULTIPROC_DIR"])
+        victim = next(iter(served_by))
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: len(server.worker_pids()) == 2 and victim not in server.worker_pids(), 30)
+        time.sleep(1)
+        leftovers = [p.name for p in metrics_dir.iterdir() if "live" in p.name and str(victim) in p.name]
+    finally:
+        server.stop()
+    checkouts = metric(text, "mysql_pool_checkouts_total")
+    print(f"\n/metrics after {result['ok']} requests over 2 workers: checkouts_total {checkouts:.0f}, "
+          f"in_use {metric(text, 'mysql_pool_in_use'):.0f}, size {metric(text, 'mysql_pool_size'):.0f}")
+    assert result["failed"] == 0
+    # every request took one connection; the start-up health checks add a few
+    assert result["ok"] <= checkouts <= result["ok"] + 20
+    assert metric(text, "mysql_pool_size") == 5
+    assert metric(text, "mysql_pool_in_use") == 0
+    assert metric(text, "mysql_pool_connects_total") <= 10
+    waits = re.search(r'^mysql_pool_wait_seconds_count\{[^}]*outcome="granted"[^}]*\} ([0-9.e+]+)$', text, re.MULTILINE)
+    assert waits and float(waits.group(1)) > 0, "40 clients on 2 x 5 connections must have queued"
+    assert leftovers == [], f"the dead worker's live gauges stayed: {leftovers}"
+
+
+def budget_command(db: PrivateMariaDB, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pool", "budget", "--database-url", db.app_url(), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_budget_command_arithmetic_and_exit_code(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
+    db.set_global("max_connections", 100)
+    fits = budget_command(site_db, "--workers", "2", "--pool-size", "10")
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert re.search(r"needed\s+50\b", fits.stdout) and "fits" in fits.stdout
+    over = budget_command(site_db, "--workers", "2", "--pool-size", "10", "--hosts", "3")
+    print("\n" + over.stdout)
+    assert over.returncode == 1
+    assert re.search(r"app peak\s+120\b", over.stdout) and re.search(r"needed\s+130\b", over.stdout)
+    assert "130 > the server's max_connections=100" in over.stdout
+    from_conf = budget_command(site_db, "--conf", "gunicorn.conf.py")  # WEB_WORKERS / POOL_SIZE defaults: 2 x 10
+    assert re.search(r"workers per host\s+2\b", from_conf.stdout) and re.search(r"pool size per worker\s+10\b",
+                                                                                 from_conf.stdout)
+
+
+def test_budget_command_reads_the_users_own_limit(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
+    db.query("ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 15")
+    try:
+        out = budget_command(site_db, "--workers", "2", "--pool-size", "10")
+    finally:
+        db.query("ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 0")
+    assert out.returncode == 1
+    assert "max_user_connections=15" in out.stdout

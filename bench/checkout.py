@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.checkout [--n 20000] [--repeat 5]
 
 Starts a private mariadbd, so it needs no configured server. Each variant borrows and returns one already-open
-connection N times in a loop, single-threaded; the best of --repeat runs is printed (µs per cycle), with the number of
+connection N times in a loop, single-threaded; variants take turns within each of --repeat rounds and the best round
+is printed (µs per cycle), with the number of
 server round trips per cycle, counted on the client: each write to the server's socket is one request that waits
 for its answer (the kit's pipelined reset sends its commands in one write, and is counted once). The server's
 Questions counter misses COM_PING, so it cannot count these.
@@ -74,18 +75,22 @@ def main() -> None:
             ("kit, reset=rollback", _kit(kwargs, "rollback")),
             ("kit, reset=full (COM_RESET_CONNECTION)", _kit(kwargs, "full")),
         ]
-        print(f"{'variant':50} {'µs/cycle':>9} {'round trips/cycle':>18}")
-        for label, cycle in variants:
-            cycle()  # open the connection outside the measurement
-            before = _round_trips(db)
-            best = float("inf")
-            for _ in range(args.repeat):
+        for _, cycle in variants:
+            cycle()  # open each connection outside the measurement
+        # Round-robin: every repeat runs each variant once, so a noisy neighbour slows them all alike.
+        best = {label: float("inf") for label, _ in variants}
+        trips: dict[str, float] = {}
+        for _ in range(args.repeat):
+            for label, cycle in variants:
+                before = _writes
                 started = time.perf_counter()
                 for _ in range(args.n):
                     cycle()
-                best = min(best, (time.perf_counter() - started) / args.n)
-            trips = (_round_trips(db) - before) / (args.n * args.repeat)
-            print(f"{label:50} {best * 1e6:9.2f} {trips:18.2f}")
+                best[label] = min(best[label], (time.perf_counter() - started) / args.n)
+                trips[label] = (_writes - before) / args.n
+        print(f"{'variant':50} {'µs/cycle':>9} {'round trips/cycle':>18}")
+        for label, _ in variants:
+            print(f"{label:50} {best[label] * 1e6:9.2f} {trips[label]:18.2f}")
     finally:
         db.destroy()
 
@@ -102,10 +107,6 @@ def _count_writes() -> None:
         original(self, data)
 
     pymysql.connections.Connection._write_bytes = counting
-
-
-def _round_trips(db: PrivateMariaDB) -> int:
-    return _writes
 
 
 if __name__ == "__main__":

@@ -81,9 +81,12 @@ def _caller_stack() -> _Stack:
     # (code object, line) pairs, formatted only if a warning needs them: about a microsecond per checkout, where
     # traceback.extract_stack costs tens. Frames themselves are not kept, so no caller's locals stay alive.
     frame = sys._getframe(2)
-    frames = []
-    while frame is not None and len(frames) < _STACK_DEPTH:
-        frames.append((frame.f_code, frame.f_lineno))
+    frames: _Stack = []
+    append = frames.append
+    for _ in range(_STACK_DEPTH):
+        if frame is None:
+            break
+        append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return frames
 

@@ -77,8 +77,11 @@ if _baseline in ("stock", "dbcp"):
         DATABASES["default"]["ENGINE"] = "dj_db_conn_pool.backends.mysql"
         # Same cap as the kit's pool, no overflow: a bounded pool, as its docs recommend for production.
         DATABASES["default"]["POOL_OPTIONS"] = {"POOL_SIZE": int(os.environ.get("POOL_SIZE", "10")), "MAX_OVERFLOW": 0}
+elif _baseline == "late-release":
+    # The kit without PoolMiddleware: connections go back at request_finished, after the response is written.
+    MIDDLEWARE.remove("pool.django.middleware.PoolMiddleware")
 elif _baseline:
-    raise ImproperlyConfigured(f"KIT_BASELINE={_baseline!r}: use 'stock', 'dbcp' or leave it unset")
+    raise ImproperlyConfigured(f"KIT_BASELINE={_baseline!r}: use 'stock', 'dbcp', 'late-release' or leave it unset")
 
 LOGGING = {
     "version": 1,

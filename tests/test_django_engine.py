@@ -155,3 +155,32 @@ def test_pymysql_errors_stay_catchable_after_the_engine_loads() -> None:
         print(json.dumps({"caught": caught}))
     """)
     assert out["caught"], "pymysql.err must still name the classes PyMySQL raises"
+
+
+def test_each_alias_gets_its_own_pool(site_db: PrivateMariaDB) -> None:
+    out = run_script("""
+        import json, os, django
+        from django.conf import settings
+        from deploy.settings import database_from_url
+        primary = database_from_url(os.environ["DATABASE_URL"])
+        reports = {**database_from_url(os.environ["DATABASE_URL"]), "OPTIONS": {"pool": {"size": 2}}}
+        settings.configure(DATABASES={"default": primary, "reports": reports}, USE_TZ=True,
+                           INSTALLED_APPS=["pool.django.apps.PoolAppConfig"])
+        django.setup()
+        from django.db import connections
+        from pool.django.base import pools
+        ids = {}
+        for alias in ("default", "reports"):
+            with connections[alias].cursor() as cur:
+                cur.execute("SELECT CONNECTION_ID()")
+                ids[alias] = cur.fetchone()[0]
+        stats = {alias: pool.stats() for alias, pool in pools().items()}
+        for alias in ("default", "reports"):
+            connections[alias].close()
+        after = {alias: pool.stats()["in_use"] for alias, pool in pools().items()}
+        print(json.dumps({"ids": ids, "stats": stats, "after": after}))
+    """, env={"DATABASE_URL": site_db.app_url()})
+    assert out["ids"]["default"] != out["ids"]["reports"]
+    assert out["stats"]["default"]["size"] == 10 and out["stats"]["reports"]["size"] == 2
+    assert out["stats"]["default"]["in_use"] == 1 and out["stats"]["reports"]["in_use"] == 1
+    assert out["after"] == {"default": 0, "reports": 0}

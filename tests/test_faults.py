@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,6 +22,21 @@ BUDGET = WORKERS * POOL
 def failure_times(result: dict[str, Any]) -> list[float]:
     """Wall-clock times of the failed requests."""
     return [result["wall_start"] + t for t, _ in result["failures_at"]]
+
+
+def fault_during_load(server: Gunicorn, start: Callable[[], None], end: Callable[[], None], hold: float,
+                      **load: Any) -> tuple[dict[str, Any], float, float]:
+    """Load for a while, `start` a fault 3 s in, `end` it `hold` s later; returns the load's verdict and the
+    wall-clock times the fault started and ended."""
+    loader, result = server.load_in_background(**load)
+    time.sleep(3)
+    started_at = time.time()
+    start()
+    time.sleep(hold)
+    end()
+    ended_at = time.time()
+    loader.join()
+    return result, started_at, ended_at
 
 
 def in_use_everywhere(server: Gunicorn) -> dict[int, int]:
@@ -50,14 +66,9 @@ def test_wait_timeout_kills_never_reach_a_request(site_db: PrivateMariaDB, db: P
 def test_server_restart_under_load_fails_only_while_it_is_down(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
     server = Gunicorn(site_db, POOL_CONNECT_TIMEOUT="2").start()
     try:
-        loader, result = server.load_in_background(clients=20, requests=100_000, think=0.02, deadline=14)
-        time.sleep(3)
-        down_at = time.time()
-        db.stop()
-        time.sleep(2)
-        db.ensure_running()
-        up_at = time.time()
-        loader.join()
+        # ensure_running returns once the server accepts connections again: up_at is when it is back.
+        result, down_at, up_at = fault_during_load(server, db.stop, db.ensure_running, hold=2,
+                                                   clients=20, requests=100_000, think=0.02, deadline=14)
         in_use = in_use_everywhere(server)
         connections = db.app_connection_count()
         log = server.log()
@@ -139,14 +150,8 @@ def test_frozen_server_fails_requests_within_the_bound_and_recovers(site_db: Pri
     server = Gunicorn(site_db, POOL_READ_TIMEOUT=str(read_timeout), POOL_CONNECT_TIMEOUT=str(connect_timeout),
                       POOL_TIMEOUT=str(wait)).start()
     try:
-        loader, result = server.load_in_background(clients=10, requests=100_000, think=0.05, deadline=16)
-        time.sleep(3)
-        frozen_at = time.time()
-        db.freeze()
-        time.sleep(6)
-        db.thaw()
-        thawed_at = time.time()
-        loader.join()
+        result, frozen_at, thawed_at = fault_during_load(server, db.freeze, db.thaw, hold=6,
+                                                         clients=10, requests=100_000, think=0.05, deadline=16)
         in_use = in_use_everywhere(server)
     finally:
         db.thaw()

@@ -71,3 +71,52 @@ def test_gate_counts_what_the_server_counts(site_db: PrivateMariaDB) -> None:
             conn.close()
     assert counted == 7
     assert server_view == 8
+
+
+def test_gate_runs_on_the_master_in_distributed_mode(served: Gunicorn, site_db: PrivateMariaDB) -> None:
+    # --processes forks locust workers after importing the files: they send load, the master alone counts.
+    result = locust(served, site_db, "--processes", "2", "-u", "40", "-r", "40", "-t", "6s", "Reader", "ReportUser")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert output.count("budget 10 = 1 host(s) x 2 workers x pool 5: within budget") >= 1
+
+
+def test_gate_works_with_the_web_ui(served: Gunicorn, site_db: PrivateMariaDB) -> None:
+    import json
+    import threading
+    import time
+    import urllib.request
+
+    from deploy.privatedb import free_port
+
+    port = free_port()
+    seen: dict[str, object] = {}
+
+    def poll_web_ui() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "runs" not in seen:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/db-connections", timeout=2) as response:
+                    data = json.loads(response.read())
+                if data.get("now") is not None:
+                    seen.update(data)
+            except OSError:
+                pass
+            time.sleep(0.5)
+
+    poller = threading.Thread(target=poll_web_ui)
+    poller.start()
+    # Not headless: the web UI serves while --autostart runs the test and --autoquit ends it.
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "locust"), "-f", "loadtest/", "--host", served.base, "--web-host",
+         "127.0.0.1", "--web-port", str(port), "--autostart", "--autoquit", "2", "-u", "30", "-r", "30", "-t", "6s",
+         "ReportUser"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": site_db.app_url(), "WEB_WORKERS": "2",
+             "POOL_SIZE": "5"},
+    )
+    poller.join()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "within budget" in output
+    assert isinstance(seen.get("now"), int) and 0 < seen["now"] <= 10, seen

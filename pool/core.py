@@ -207,7 +207,6 @@ class ConnectionPool:
         self._next_housekeeping = 0.0
         self._next_reclaim = 0.0
         self._counters = dict.fromkeys(S.COUNTERS, 0)
-        self._wait_ms_max = 0.0
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -320,7 +319,7 @@ class ConnectionPool:
 
     def reset_after_fork(self) -> None:
         """Forget every inherited connection without sending COM_QUIT (the parent still uses those sessions)."""
-        inherited = [r for r in self._idle] + [lease._record for lease in self._leases.values() if lease._record]
+        inherited = list(self._idle) + [lease._record for lease in self._leases.values() if lease._record]
         self._init_process_state()
         for record in inherited:
             driver.discard(record.conn)

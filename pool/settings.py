@@ -7,7 +7,7 @@ and the docs, so that a setting cannot mean one thing in one place and another e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -164,9 +164,9 @@ def process_overrides() -> dict[str, Any]:
     return dict(_process_overrides)
 
 
-def settings_doc_table(describe: Callable[[Setting], str] | None = None) -> str:
+def settings_doc_table() -> str:
     """A Markdown table of every setting, for the docs."""
     rows = ["| setting | env | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        rows.append(f"| `{s.name}` | `{s.env}` | `{s.default!r}` | {describe(s) if describe else s.doc} |")
+        rows.append(f"| `{s.name}` | `{s.env}` | `{s.default!r}` | {s.doc} |")
     return "\n".join(rows)

@@ -3,10 +3,8 @@ handler under gevent, a new greenlet per request, a pool of one so both requests
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pytest
 
 from deploy.privatedb import PrivateMariaDB
 from tests.helpers import run_script

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from deploy.privatedb import PrivateMariaDB
 from tests.helpers import run_script
 

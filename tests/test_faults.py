@@ -187,6 +187,9 @@ def test_full_pool_answers_503_and_the_server_never_1040(site_db: PrivateMariaDB
 def test_greenlet_dying_with_a_connection_gives_the_slot_back(site_db: PrivateMariaDB) -> None:
     server = Gunicorn(site_db, WEB_WORKERS="1", POOL_SIZE="2", POOL_TIMEOUT="5").start()
     try:
+        # Done right first: greenlets wrapped in returning_connections() give their connections back themselves.
+        polite_status = server.get("/fanout/?n=4")[0]
+        polite = json.loads(server.get("/-/pool")[2])
         status, _, _ = server.get("/fanout/?n=2&leak=1")  # two greenlets end holding both connections
         after = server.load(clients=5, requests=4)
         stats = json.loads(server.get("/-/pool")[2])
@@ -194,6 +197,7 @@ def test_greenlet_dying_with_a_connection_gives_the_slot_back(site_db: PrivateMa
     finally:
         server.stop()
     print(f"\n2 connections leaked by dead greenlets: reclaimed {stats['reclaimed']}; then {after['ok']}/20 ok")
+    assert polite_status == 200 and polite["reclaimed"] == 0 and polite["in_use"] == 0
     assert status == 200
     assert after["failed"] == 0
     assert stats["reclaimed"] == 2

@@ -3,6 +3,7 @@ with it, data kept between runs). Called from gunicorn.conf.py's hooks, in the a
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _private: PrivateMariaDB | None = None
 
 
-def ensure_database(log: object) -> str:
+def ensure_database(log: logging.Logger) -> str:
     """Return the DATABASE_URL to serve from, starting and migrating the private server if none is configured."""
     global _private
     url = os.environ.get("DATABASE_URL")
@@ -24,7 +25,7 @@ def ensure_database(log: object) -> str:
     _private = PrivateMariaDB(basedir=ROOT / "run" / "mariadb", port=port).start()
     url = _private.app_url()
     os.environ["DATABASE_URL"] = url  # the workers inherit it
-    getattr(log, "info")("no DATABASE_URL: started a private MariaDB on 127.0.0.1:%d (data in run/mariadb)", _private.port)
+    log.info("no DATABASE_URL: started a private MariaDB on 127.0.0.1:%d (data in run/mariadb)", _private.port)
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], check=True, cwd=ROOT)
     return url
 

@@ -33,7 +33,7 @@ from ..settings import PoolConfig, process_overrides  # noqa: E402
 
 @dataclass
 class _PoolEntry:
-    fingerprint: tuple[tuple[str, str], ...]
+    params: dict[str, Any]  # the connection parameters the pool was built for
     pool: ConnectionPool
     # Django caches server facts per DatabaseWrapper, and gevent gives every request a new wrapper: kept here, they
     # are asked once per pool instead of once per request.
@@ -62,13 +62,14 @@ def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
 
 
 def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _PoolEntry:
-    fingerprint = tuple(sorted((k, repr(v)) for k, v in conn_params.items() if k != "conv"))
+    # Runs on every request (each gets a new wrapper): a plain dict comparison, cheap because Django's conversion
+    # tables are the same object each time.
     entry = _pools.get(wrapper.alias)
-    if entry is not None and entry.fingerprint == fingerprint:
+    if entry is not None and entry.params == conn_params:
         return entry
     with _pools_lock:
         entry = _pools.get(wrapper.alias)
-        if entry is None or entry.fingerprint != fingerprint:
+        if entry is None or entry.params != conn_params:
             if entry is not None:
                 # Settings changed under the same alias (the test runner renames NAME to test_...): retire the old.
                 entry.pool.close()
@@ -81,7 +82,7 @@ def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _Po
                 name=wrapper.alias,
                 session_init=session_init,
             )
-            entry = _PoolEntry(fingerprint, pool)
+            entry = _PoolEntry(dict(conn_params), pool)
             _pools[wrapper.alias] = entry
     return entry
 

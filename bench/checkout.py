@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pymysql
 
-from deploy.privatedb import PrivateMariaDB
+from harness.mariadb import PrivateMariaDB
 from pool import ConnectionPool, PoolConfig
 
 

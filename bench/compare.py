@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.privatedb import PrivateMariaDB
-from tests.helpers import Gunicorn
+from harness.mariadb import PrivateMariaDB
+from harness.tools import Gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_SIZE = 10

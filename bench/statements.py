@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from deploy.privatedb import ROOT_PASSWORD, PrivateMariaDB
+    from harness.mariadb import ROOT_PASSWORD, PrivateMariaDB
 
     db = PrivateMariaDB().start()
     try:

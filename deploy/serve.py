@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.privatedb import PrivateMariaDB
+from harness.mariadb import PrivateMariaDB
 
 ROOT = Path(__file__).resolve().parent.parent
 _private: PrivateMariaDB | None = None

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from deploy.privatedb import PrivateMariaDB
-from tests.helpers import ROOT
+from harness.mariadb import PrivateMariaDB
+from harness.tools import ROOT
 
 
 @pytest.fixture(scope="session")

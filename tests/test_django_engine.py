@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from deploy.privatedb import ROOT_PASSWORD, PrivateMariaDB
-from tests.helpers import ROOT, run_script
+from harness.mariadb import ROOT_PASSWORD, PrivateMariaDB
+from harness.tools import ROOT, run_script
 
 
 def manage(db: PrivateMariaDB, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

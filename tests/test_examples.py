@@ -10,7 +10,7 @@ import peewee
 import pymysql
 import pytest
 
-from deploy.privatedb import PrivateMariaDB
+from harness.mariadb import PrivateMariaDB
 from pool import ConnectionPool, PoolConfig
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from deploy.privatedb import APP_PASSWORD, APP_USER, PrivateMariaDB
-from tests.helpers import Gunicorn, wait_until
+from harness.mariadb import APP_PASSWORD, APP_USER, PrivateMariaDB
+from harness.tools import Gunicorn, wait_until
 
 pytestmark = pytest.mark.slow
 

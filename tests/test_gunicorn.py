@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.privatedb import PrivateMariaDB
-from tests.helpers import ConnectionMonitor, Gunicorn, app_connections_by_pid, wait_until
+from harness.mariadb import PrivateMariaDB
+from harness.tools import ConnectionMonitor, Gunicorn, app_connections_by_pid, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.privatedb import PrivateMariaDB
-from tests.helpers import run_script
+from harness.mariadb import PrivateMariaDB
+from harness.tools import run_script
 
 SCRIPT = """
     from gevent import monkey; monkey.patch_all()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from deploy.privatedb import APP_USER, PrivateMariaDB
-from tests.helpers import ROOT, Gunicorn
+from harness.mariadb import APP_USER, PrivateMariaDB
+from harness.tools import ROOT, Gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def test_gate_works_with_the_web_ui(served: Gunicorn, site_db: PrivateMariaDB) -
     import time
     import urllib.request
 
-    from deploy.privatedb import free_port
+    from harness.mariadb import free_port
 
     port = free_port()
     seen: dict[str, object] = {}

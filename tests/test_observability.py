@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.privatedb import PrivateMariaDB
-from tests.helpers import ROOT, Gunicorn, wait_until
+from harness.mariadb import PrivateMariaDB
+from harness.tools import ROOT, Gunicorn, wait_until
 
 
 def metric(text: str, name: str) -> float:

@@ -12,10 +12,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from deploy.privatedb import APP_PASSWORD, PrivateMariaDB
+from harness.mariadb import APP_PASSWORD, PrivateMariaDB
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
-from tests.helpers import ConnectionMonitor, run_script, wait_until
+from harness.tools import ConnectionMonitor, run_script, wait_until
 
 
 def connection_id(conn: pymysql.connections.Connection) -> int:

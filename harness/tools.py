@@ -1,4 +1,4 @@
-"""Test helpers: a server-side connection monitor, subprocess scripts, polling."""
+"""Helpers for tests and benchmarks: a server-side connection monitor, a real gunicorn, subprocess scripts, polling."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.privatedb import APP_USER, PrivateMariaDB
+from harness.mariadb import APP_USER, PrivateMariaDB
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ class Gunicorn:
     """A real `gunicorn -c <conf>` with gevent workers on a free loopback port, for one test."""
 
     def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", **env: str) -> None:
-        from deploy.privatedb import free_port
+        from harness.mariadb import free_port
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -140,9 +140,9 @@ class Gunicorn:
 
     def load(self, clients: int = 200, requests: int = 10, paths: str = "/products/", deadline: float = 120,
              keepalive_share: float = 0.5, think: float = 0.0) -> dict[str, Any]:
-        """Run tests.httpload against this server in a subprocess and return its JSON verdict."""
+        """Run harness.httpload against this server in a subprocess and return its JSON verdict."""
         out = subprocess.run(
-            [sys.executable, "-m", "tests.httpload", self.base, "--clients", str(clients), "--requests", str(requests),
+            [sys.executable, "-m", "harness.httpload", self.base, "--clients", str(clients), "--requests", str(requests),
              "--paths", paths, "--deadline", str(deadline), "--keepalive-share", str(keepalive_share),
              "--think", str(think)],
             cwd=ROOT, capture_output=True, text=True, timeout=deadline + 60, env={**os.environ, "PYTHONPATH": str(ROOT)},

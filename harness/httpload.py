@@ -1,7 +1,7 @@
 """A bounded HTTP load for tests: N clients, each sending M requests, some over keep-alive, some with a new
 connection per request (as nginx without upstream keepalive does). Prints one JSON line. Loopback only.
 
-    python -m tests.httpload http://127.0.0.1:PORT --clients 200 --requests 10 --paths /products/,/report/slow/
+    python -m harness.httpload http://127.0.0.1:PORT --clients 200 --requests 10 --paths /products/,/report/slow/
 """
 
 from __future__ import annotations

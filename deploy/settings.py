@@ -65,7 +65,7 @@ DATABASES = {"default": database_from_url(_url)}
 # is measured on identical views. Both use PyMySQL as MySQLdb, like the kit.
 _baseline = os.environ.get("KIT_BASELINE", "")
 if _baseline in ("stock", "dbcp"):
-    from pool.driver import install_as_mysqldb
+    from pool.pymysql_driver import install_as_mysqldb
 
     install_as_mysqldb()
     INSTALLED_APPS.remove("pool.django.apps.PoolAppConfig")

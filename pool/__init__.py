@@ -3,20 +3,35 @@
 The core knows nothing of Django, gunicorn or locust; `pool.django` is the Django engine and `pool.gunicorn` the hooks.
 """
 
+from .abc import Clock, Driver
 from .core import ConnectionPool, Lease, all_pools, close_all, reset_all_after_fork
-from .errors import ConfigError, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from .errors import (
+    ConfigError,
+    ConnectionReturned,
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+    PoolTimeout,
+    TooManyWaiters,
+    WrongPool,
+)
 from .settings import SETTINGS, PoolConfig, set_process_overrides
 
 __all__ = [
     "SETTINGS",
+    "Clock",
     "ConfigError",
     "ConnectionPool",
+    "ConnectionReturned",
+    "Driver",
     "Lease",
     "PoolClosed",
     "PoolConfig",
     "PoolError",
+    "PoolExhausted",
     "PoolTimeout",
     "TooManyWaiters",
+    "WrongPool",
     "all_pools",
     "close_all",
     "reset_all_after_fork",

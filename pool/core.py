@@ -7,6 +7,9 @@ State machine, in one place:
   only when nobody waits does the slot become free. Waiters are therefore served in arrival order and a newcomer
   can never overtake them.
 - The internal lock guards only in-memory bookkeeping: connect, ping, reset and close run outside it.
+- A slot is freed exactly once, in a ``finally``: whatever a reset or a check raises, the slot comes back.
+- Housekeeping (idle and lifetime expiry, leak warnings, dead owners, the ``min_idle`` floor) runs in a maintenance
+  loop of its own, so an idle process gives connections back without any traffic.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import driver
 from . import stats as S
-from .errors import PoolClosed, PoolTimeout, TooManyWaiters
+from .abc import Clock, Driver
+from .errors import ConnectionReturned, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig
 
 log = logging.getLogger("pool")
@@ -37,8 +40,10 @@ except ImportError:  # pragma: no cover - greenlet comes with gevent, which the 
 
 # Deep enough to get past the ORM's own frames (a Django query is ~15 deep at checkout) to the caller's code.
 _STACK_DEPTH = 30
-_HOUSEKEEPING_INTERVAL = 1.0
+MAINTENANCE_INTERVAL = 1.0
 _LIFETIME_JITTER = 0.1
+# At most one "cannot connect" line per pool in this many seconds; the ones in between are counted in the next.
+_CONNECT_ERROR_LOG_INTERVAL = 10.0
 
 
 def _gevent_patched() -> bool:
@@ -80,7 +85,8 @@ _Stack = list[tuple[Any, int]]
 def _caller_stack() -> _Stack:
     # (code object, line) pairs, formatted only if a warning needs them: about a microsecond per checkout, where
     # traceback.extract_stack costs tens. Frames themselves are not kept, so no caller's locals stay alive.
-    frame = sys._getframe(2)
+    # Starts at acquire()'s caller, which may be no Python frame at all (gevent.spawn(pool.acquire)).
+    frame = sys._getframe(1).f_back
     frames: _Stack = []
     append = frames.append
     for _ in range(_STACK_DEPTH):
@@ -95,32 +101,36 @@ _POOL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _format_stack(stack: _Stack) -> str:
-    return "".join(f'\n    File "{c.co_filename}", line {n}, in {c.co_name}'
-                   for c, n in reversed(stack) if not c.co_filename.startswith(_POOL_DIR))
+    lines = "".join(f'\n    File "{c.co_filename}", line {n}, in {c.co_name}'
+                    for c, n in reversed(stack) if not c.co_filename.startswith(_POOL_DIR))
+    return lines or " (no Python caller: the pool was called directly from a greenlet or thread start)"
 
 
 class _Record:
     """One physical connection and what the pool knows of it."""
 
-    __slots__ = ("conn", "poller", "created", "expires", "last_used", "info")
+    __slots__ = ("conn", "created", "expires", "last_used", "info")
 
-    def __init__(self, conn: driver.Connection, now: float, lifetime: float | None) -> None:
+    def __init__(self, conn: Any, now: float, lifetime: float | None) -> None:
         self.conn = conn
-        self.poller = driver.readiness_poller(conn)
         self.created = now
         self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime else float("inf")
         self.last_used = now
-        # Scratch space for integrations, for the life of this server session: emptied by a full reset.
+        # Scratch space for integrations, for the life of this server session: emptied when a reset clears it.
         self.info: dict[str, Any] = {}
 
 
 class Lease:
     """A caller's hold on one slot and (once ready) one connection. Give it back with `ConnectionPool.release`."""
 
-    __slots__ = ("_record", "_owner", "_since", "_stack", "_released", "_leak_warned", "_generation", "__weakref__")
+    __slots__ = ("_pool", "_record", "_handle", "_owner", "_since", "_stack", "_released", "_leak_warned",
+                 "_generation", "__weakref__")
 
-    def __init__(self, owner: weakref.ref[Any], since: float, stack: _Stack, generation: int) -> None:
+    def __init__(self, pool: ConnectionPool, owner: weakref.ref[Any], since: float, stack: _Stack,
+                 generation: int) -> None:
+        self._pool = pool
         self._record: _Record | None = None
+        self._handle: Any = None
         self._owner = owner
         self._since = since
         self._stack = stack
@@ -129,16 +139,18 @@ class Lease:
         self._generation = generation
 
     @property
-    def connection(self) -> driver.Connection:
-        if self._record is None:
-            raise PoolClosed("this lease was released; acquire a new connection")
-        return self._record.conn
+    def connection(self) -> Any:
+        """The connection for this checkout (a handle that refuses any use once the lease is released)."""
+        if self._handle is None:
+            raise ConnectionReturned(0, "this lease was released; acquire a new connection")
+        return self._handle
 
     @property
     def info(self) -> dict[str, Any]:
-        """Per-session scratch space (survives checkouts of the same connection, cleared by a full reset)."""
+        """Per-session scratch space: survives checkouts of the same server session, emptied when a reset clears the
+        session's state."""
         if self._record is None:
-            raise PoolClosed("this lease was released; acquire a new connection")
+            raise ConnectionReturned(0, "this lease was released; acquire a new connection")
         return self._record.info
 
 
@@ -153,41 +165,86 @@ class _Waiter:
         self.record: _Record | None = None
 
 
-class ConnectionPool:
-    """A hard-capped pool of PyMySQL connections for one process, cooperative under gevent and safe with threads.
+class _Maintenance:
+    """Runs `pool.maintain()` every `interval` seconds in this process: a greenlet under gevent, a daemon thread
+    otherwise. Holds only a weak reference, so a pool nobody uses any more can still be collected."""
 
-    ``connect_kwargs`` are PyMySQL's `connect()` arguments. ``session_init`` are statements sent after each connect
-    and after each full reset (an integration's session set-up, e.g. the isolation level).
+    def __init__(self, pool: ConnectionPool, interval: float) -> None:
+        self._pool = weakref.ref(pool)
+        self._name = pool.name
+        self._interval = interval
+        self._pid = os.getpid()
+        self._stopped = False
+        self._wakeup = _new_event()
+        if _gevent_patched():
+            import gevent
+
+            gevent.spawn(self._run)
+        else:
+            threading.Thread(target=self._run, name=f"pool-maintenance-{pool.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wakeup.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.wait(self._interval)
+            # A fork copies a sleeping greenlet into the child: only the process that started the loop runs it.
+            if self._stopped or os.getpid() != self._pid:
+                return
+            pool = self._pool()
+            if pool is None:
+                return
+            try:
+                pool.maintain()
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad round; the next one retries
+                log.exception("pool %r: maintenance round failed; retrying in %gs", self._name, self._interval)
+            del pool
+
+
+class ConnectionPool:
+    """A hard-capped pool of database connections for one process, cooperative under gevent and safe with threads.
+
+    ``connect_kwargs`` are PyMySQL's `connect()` arguments, for the default driver. ``session_init`` are statements
+    sent after each connect and after each full reset (an integration's session set-up, e.g. the isolation level).
+    ``driver`` replaces the PyMySQL driver (see `pool.abc.Driver`); ``clock`` the monotonic clock.
+    ``maintenance_interval`` is how often the maintenance loop runs (None: never; call `maintain()` yourself).
     """
 
     def __init__(
         self,
-        connect_kwargs: Mapping[str, Any],
+        connect_kwargs: Mapping[str, Any] | None = None,
         config: PoolConfig | None = None,
         *,
         name: str = "default",
         session_init: Sequence[str] = (),
+        driver: Driver[Any] | None = None,
+        clock: Clock = time.monotonic,
+        maintenance_interval: float | None = MAINTENANCE_INTERVAL,
     ) -> None:
         self.name = name
         self.config = config or PoolConfig()
-        self._connector = driver.Connector(
-            connect_kwargs,
-            connect_timeout=self.config.connect_timeout,
-            read_timeout=self.config.read_timeout,
-            write_timeout=self.config.write_timeout,
-            session_init=session_init,
-        )
+        if driver is None:
+            from .pymysql_driver import PyMySQLDriver
+
+            if connect_kwargs is None:
+                raise TypeError("ConnectionPool needs connect_kwargs (PyMySQL's connect() arguments) or a driver")
+            driver = PyMySQLDriver.for_config(connect_kwargs, self.config, session_init=session_init)
+        self._driver: Driver[Any] = driver
+        self._clock = clock
+        self._maintenance_interval = maintenance_interval
         self._lifetime: float | None = self.config.max_lifetime
         self._generation = 0
         # Called with (seconds waited, whether a connection was granted) after every wait: metrics hook in here.
         self.wait_observers: list[Callable[[float, bool], None]] = []
         self._init_process_state()
         _all_pools.add(self)
-        log.info("pool %r created for %s: %s", name, self._connector.target, self._describe_config())
+        log.info("pool %r created for %s: %s", name, driver.target, self._describe_config())
 
     def __repr__(self) -> str:
         return (
-            f"<ConnectionPool {self.name!r} {self._connector.target} size={self.config.size} "
+            f"<ConnectionPool {self.name!r} {self.target} size={self.config.size} "
             f"in_use={len(self._leases)} idle={len(self._idle)} waiting={len(self._waiters)}>"
         )
 
@@ -203,32 +260,33 @@ class ConnectionPool:
         self._leases: dict[int, Lease] = {}
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
-        self._suspect_before = 0.0
-        self._next_housekeeping = 0.0
-        self._next_reclaim = 0.0
-        self._counters = dict.fromkeys(S.COUNTERS, 0)
+        self._suspect_before = float("-inf")
+        self._counters: dict[str, float] = dict.fromkeys(S.COUNTERS, 0)
+        self._maintenance: _Maintenance | None = None
+        self._next_connect_report = float("-inf")
+        self._unreported_connect_errors = 0
 
     # -- public API ---------------------------------------------------------------------------------------------
 
     @property
     def target(self) -> str:
         """Where the pool connects, without credentials."""
-        return self._connector.target
+        return self._driver.target
 
     def acquire(self, timeout: float | None = None) -> Lease:
         """Take a slot and a healthy connection, waiting up to ``timeout`` (default: the pool's) for a free slot."""
         if self._pid != os.getpid():
             self.reset_after_fork()
-        now = time.monotonic()
-        if now >= self._next_housekeeping:
-            self._housekeep(now)
-        lease = Lease(weakref.ref(_current_owner()), now, _caller_stack(), self._generation)
+        if self._maintenance is None and self._maintenance_interval and not self._closed:
+            self._maintenance = _Maintenance(self, self._maintenance_interval)
+        now = self._clock()
+        lease = Lease(self, weakref.ref(_current_owner()), now, _caller_stack(), self._generation)
         record: _Record | None = None
         waiter: _Waiter | None = None
         rejected_at: tuple[int, int] | None = None
         with self._lock:
             if self._closed:
-                raise PoolClosed(f"pool {self.name!r} is closed (the worker is shutting down)")
+                raise PoolClosed(f"pool {self.name!r} is closed (the process is shutting down)")
             if len(self._leases) < self.config.size and not self._waiters:
                 self._leases[id(lease)] = lease
                 record = self._idle.pop() if self._idle else None
@@ -239,56 +297,55 @@ class ConnectionPool:
                 waiter = _Waiter(lease, now)
                 self._waiters.append(waiter)
         if rejected_at is not None:
+            where = self.config.setting_source
             raise TooManyWaiters(
                 f"pool {self.name!r} is full (size={self.config.size}, in_use={rejected_at[0]}) and {rejected_at[1]} "
-                f"callers already wait, the max_waiting limit (POOL_MAX_WAITING); raise it, or raise the pool size "
-                f"(POOL_SIZE) if the server has room"
+                f"callers already wait, the max_waiting limit ({where('max_waiting')}); raise it, or raise the pool "
+                f"size ({where('size')}) if the server has room",
+                pool=self.name, size=self.config.size, in_use=rejected_at[0], waiting=rejected_at[1],
             )
         if waiter is not None:
             record = self._wait(waiter, self.config.timeout if timeout is None else timeout)
-            lease._since = time.monotonic()  # held from now: usage and leak time do not count the queueing
+            lease._since = self._clock()  # held from now: usage and leak time do not count the queueing
         try:
-            lease._record = self._make_ready(record)
+            record = self._make_ready(record)
+            lease._handle = self._driver.lend(record.conn)
         except BaseException:
             self._hand_back(lease, None)
             raise
+        lease._record = record
         self._counters[S.CHECKOUTS] += 1
         return lease
 
     def release(self, lease: Lease, *, discard: bool = False) -> None:
-        """Give a connection back: it is reset for the next user, or dropped if broken (or if ``discard``)."""
-        with self._lock:
-            if lease._released:
-                return
-            lease._released = True
-        record, lease._record = lease._record, None
-        self._counters[S.USAGE_MS] += (time.monotonic() - lease._since) * 1000.0
-        if lease._generation != self._generation:
-            # Taken before a fork (or before reset_after_fork): the session belongs to the parent.
-            if record is not None:
-                driver.discard(record.conn)
-            return
-        if record is not None and not discard:
-            record = self._reset(record)
-        elif record is not None:
-            self._drop(record, S.DISCARDED)
-            record = None
-        self._hand_back(lease, record)
+        """Give a connection back: it is reset for the next user, or dropped if broken (or if ``discard``).
+        Releasing a lease twice does nothing the second time."""
+        if lease._pool is not self:
+            raise WrongPool(
+                f"a connection of pool {lease._pool.name!r} was given back to pool {self.name!r}; nothing was changed. "
+                f"Release it to the pool it came from"
+            )
+        self._release(lease, S.DISCARDED if discard else None)
 
     @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[driver.Connection]:
+    def connection(self, timeout: float | None = None) -> Iterator[Any]:
         """Borrow a connection for a block: ``with pool.connection() as conn: ...``. Transactions left open are
-        rolled back when the block ends; a connection that saw a disconnect error is dropped."""
+        rolled back when the block ends; a connection that saw a disconnect error, or whose block was interrupted
+        (greenlet killed, KeyboardInterrupt, a gevent Timeout) in the middle of who knows what, is dropped."""
         lease = self.acquire(timeout)
         try:
             yield lease.connection
-        except BaseException as exc:
-            self.release(lease, discard=driver.is_disconnect(exc))
+        except Exception as exc:
+            self.release(lease, discard=self._driver.is_disconnect(exc))
+            raise
+        except BaseException:
+            self.release(lease, discard=True)
             raise
         self.release(lease)
 
     def stats(self) -> dict[str, float | int]:
-        now = time.monotonic()
+        """Every statistic of `pool.stats.TABLE`, for this process's pool."""
+        now = self._clock()
         with self._lock:
             in_use, idle, waiting = len(self._leases), len(self._idle), len(self._waiters)
             oldest = self._waiters[0].since if self._waiters else now
@@ -298,10 +355,21 @@ class ConnectionPool:
             S.IN_USE: in_use,
             S.IDLE: idle,
             S.WAITING: waiting,
-            S.MAXWAIT_MS: round((now - oldest) * 1000.0, 3),
+            S.MAXWAIT_MS: round(max(0.0, now - oldest) * 1000.0, 3),
             S.PID: os.getpid(),
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in counters.items()},
         }
+
+    def maintain(self) -> None:
+        """One round of housekeeping (the maintenance loop calls this every second): leak warnings, connections of
+        dead owners taken back, idle connections past max_lifetime or idle_timeout closed, `min_idle` kept open."""
+        if self._pid != os.getpid() or self._closed:
+            return
+        now = self._clock()
+        self._warn_leaks(now)
+        self._reclaim_dead_owners()
+        self._expire_idle(now)
+        self._fill_min_idle()
 
     def close(self) -> None:
         """Close idle connections, refuse new checkouts and wake every waiter. Connections lent out are closed when
@@ -312,33 +380,27 @@ class ConnectionPool:
             self._closed = True
             idle, self._idle = list(self._idle), deque()
             waiters, self._waiters = list(self._waiters), deque()
+            maintenance, self._maintenance = self._maintenance, None
+        if maintenance is not None:
+            maintenance.stop()
         for waiter in waiters:
             waiter.event.set()
         for record in idle:
-            driver.close(record.conn)
+            self._driver.close(record.conn)
 
     def reset_after_fork(self) -> None:
-        """Forget every inherited connection without sending COM_QUIT (the parent still uses those sessions)."""
+        """Forget every inherited connection without a word to the server (the parent still uses those sessions)."""
         inherited = list(self._idle) + [lease._record for lease in self._leases.values() if lease._record]
         self._init_process_state()
         for record in inherited:
-            driver.discard(record.conn)
+            self._driver.forget(record.conn)
 
     # -- internals ----------------------------------------------------------------------------------------------
 
     def _wait(self, waiter: _Waiter, timeout: float) -> _Record | None:
-        deadline = waiter.since + timeout
         try:
-            while True:
-                # A greenlet that died holding a connection would otherwise keep its slot until the worker restarts.
-                # Scanned at most once a second: on a busy pool nearly every caller waits, and owners rarely die.
-                if time.monotonic() >= self._next_reclaim:
-                    self._reclaim_dead_owners()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or waiter.event.wait(min(remaining, _HOUSEKEEPING_INTERVAL)) or waiter.granted:
-                    break
-                if self._closed:
-                    break
+            # Set by a grant or by close(); nothing else wakes it, so one wait is the whole bound.
+            waiter.event.wait(timeout)
         except BaseException:
             # Interrupted (greenlet killed, KeyboardInterrupt): give the slot on if it was granted meanwhile.
             with self._lock:
@@ -348,7 +410,7 @@ class ConnectionPool:
             if granted:
                 self._hand_back(waiter.lease, waiter.record)
             raise
-        waited = time.monotonic() - waiter.since
+        waited = max(0.0, self._clock() - waiter.since)
         with self._lock:
             granted = waiter.granted
             if not granted and waiter in self._waiters:
@@ -366,11 +428,74 @@ class ConnectionPool:
             raise PoolClosed(f"pool {self.name!r} was closed while waiting for a connection")
         log.warning("pool %r: timeout after %.3fs (size=%d in_use=%d waiting=%d)", self.name, waited,
                     self.config.size, in_use, waiting)
+        where = self.config.setting_source
         raise PoolTimeout(
             f"pool {self.name!r} had no free connection after {timeout:g}s: size={self.config.size}, "
-            f"in_use={in_use}, waiting={waiting}. Raise the pool size (POOL_SIZE) if the server has room for "
-            f"size x workers connections, or the wait (POOL_TIMEOUT), or find what holds connections so long"
+            f"in_use={in_use}, waiting={waiting}. Raise the pool size ({where('size')}) if the server has room for "
+            f"size x processes connections, or the wait ({where('timeout')}), or find what holds connections so long",
+            pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting, timeout=timeout,
         )
+
+    def _release(self, lease: Lease, drop: str | None) -> None:
+        """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``."""
+        if self._pid != os.getpid():
+            self.reset_after_fork()
+        with self._lock:
+            if lease._released:
+                return
+            lease._released = True
+        record, lease._record = lease._record, None
+        handle, lease._handle = lease._handle, None
+        self._counters[S.USAGE_MS] += max(0.0, self._clock() - lease._since) * 1000.0
+        if record is not None and handle is not None:
+            self._driver.revoke(record.conn, handle)
+        if lease._generation != self._generation:
+            # Taken before a fork (or before reset_after_fork): the session belongs to the parent.
+            if record is not None:
+                self._driver.forget(record.conn)
+            return
+        kept: _Record | None = None
+        try:
+            if record is not None and drop is None:
+                kept = self._check_in(record)
+            elif record is not None:
+                self._counters[drop] += 1
+                self._driver.abort(record.conn)
+        finally:
+            self._hand_back(lease, kept)
+
+    def _check_in(self, record: _Record) -> _Record | None:
+        """Make a returned connection fit for the next caller, or drop it (then None)."""
+        conn = record.conn
+        if self._driver.in_flight(conn):
+            self._counters[S.ABORTED_IN_USE] += 1
+            log.warning(
+                "pool %r: closed a connection that was given back while a command was still under way on it (another "
+                "greenlet or thread was using it, or its command was interrupted); its server session ends", self.name,
+            )
+            self._driver.abort(conn)
+            return None
+        try:
+            cleared = self._driver.reset(conn, self.config.reset)
+        except BaseException as exc:
+            if self._driver.is_disconnect(exc):
+                self._suspect_before = self._clock()
+            self._counters[S.DISCARDED] += 1
+            log.info("pool %r: dropped a connection that could not be reset (%s)", self.name, type(exc).__name__)
+            self._driver.abort(conn)
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        self._counters[S.RESETS] += 1
+        if cleared:
+            record.info.clear()
+        now = self._clock()
+        record.last_used = now
+        if now >= record.expires:
+            self._counters[S.RECYCLED] += 1
+            self._driver.close(conn)
+            return None
+        return record
 
     def _hand_back(self, lease: Lease, record: _Record | None) -> None:
         """Free ``lease``'s slot: to the oldest waiter if there is one (with the connection, if any), else to the pool."""
@@ -378,7 +503,7 @@ class ConnectionPool:
         to_close = None
         with self._lock:
             if self._leases.pop(id(lease), None) is None:
-                to_close = record  # its slot was already freed (reset_after_fork, reclaim)
+                to_close = record  # its slot was already freed (reset_after_fork)
             elif self._waiters and not self._closed:
                 waiter = self._waiters.popleft()
                 waiter.granted = True
@@ -391,7 +516,7 @@ class ConnectionPool:
         if waiter is not None:
             waiter.event.set()
         if to_close is not None:
-            driver.close(to_close.conn)
+            self._driver.close(to_close.conn)
 
     def _make_ready(self, record: _Record | None) -> _Record:
         """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot."""
@@ -403,106 +528,100 @@ class ConnectionPool:
         return self._connect()
 
     def _healthy(self, record: _Record) -> bool:
-        now = time.monotonic()
-        if now >= record.expires:
-            self._drop(record, S.RECYCLED)
-            return False
+        now = self._clock()
         conn = record.conn
-        if driver.socket_is_dead(conn, record.poller):
+        if now >= record.expires:
+            self._counters[S.RECYCLED] += 1
+            self._driver.close(conn)
+            return False
+        if not self._driver.is_alive(conn):
             # The server closed it (wait_timeout, KILL, restart): others idle since before now are suspect too.
             self._suspect_before = now
-            self._drop(record, S.DISCARDED)
+            self._counters[S.DISCARDED] += 1
+            self._driver.abort(conn)
             return False
         if now - record.last_used > self.config.ping_after or record.last_used < self._suspect_before:
             self._counters[S.PINGS] += 1
             try:
-                driver.ping(conn)
+                self._driver.ping(conn)
             except Exception:  # noqa: BLE001 - any failure means this connection is not to be used
                 self._suspect_before = now
-                self._drop(record, S.DISCARDED)
+                self._counters[S.DISCARDED] += 1
+                self._driver.abort(conn)
                 return False
         return True
 
     def _connect(self) -> _Record:
-        started = time.monotonic()
+        started = self._clock()
         try:
-            conn = self._connector.connect()
-        except BaseException:
+            conn = self._driver.connect()
+        except BaseException as exc:
             self._counters[S.CONNECT_ERRORS] += 1
+            if isinstance(exc, Exception):
+                self._report_connect_error(exc)
             raise
         if self._lifetime is None:
             # Below the server's wait_timeout, so the pool recycles a connection before the server kills it.
-            wait_timeout = driver.server_wait_timeout(conn) or 28800.0
+            wait_timeout = self._driver.server_wait_timeout(conn) or 28800.0
             self._lifetime = max(1.0, min(3600.0, wait_timeout / 2.0))
-        now = time.monotonic()
+        now = self._clock()
         self._counters[S.CONNECTS] += 1
-        self._counters[S.CONNECT_MS] += (now - started) * 1000.0
+        self._counters[S.CONNECT_MS] += max(0.0, now - started) * 1000.0
+        if self._unreported_connect_errors:
+            log.warning("pool %r: connecting to %s works again (%d more failures since the last report)", self.name,
+                        self.target, self._unreported_connect_errors)
+            self._unreported_connect_errors = 0
+        self._next_connect_report = float("-inf")
         return _Record(conn, now, self._lifetime)
 
-    def _reset(self, record: _Record) -> _Record | None:
-        conn = record.conn
-        if not driver.is_open(conn) or driver.socket_is_dead(conn, record.poller):
-            self._suspect_before = time.monotonic()
-            self._drop(record, S.DISCARDED)
-            return None
-        try:
-            self._connector.reset(conn, self.config.reset)
-        except BaseException as exc:
-            if driver.is_disconnect(exc):
-                self._suspect_before = time.monotonic()
-            self._drop(record, S.DISCARDED)
-            if not isinstance(exc, Exception):
-                raise
-            return None
-        self._counters[S.RESETS] += 1
-        if self.config.reset == "full":
-            record.info.clear()
-        now = time.monotonic()
-        record.last_used = now
-        if now >= record.expires:
-            self._drop(record, S.RECYCLED)
-            return None
-        return record
+    def _report_connect_error(self, exc: Exception) -> None:
+        # One line per failed checkout would flood the log while the database is down; none would hide it.
+        now = self._clock()
+        if now < self._next_connect_report:
+            self._unreported_connect_errors += 1
+            return
+        more = self._unreported_connect_errors
+        self._unreported_connect_errors = 0
+        self._next_connect_report = now + _CONNECT_ERROR_LOG_INTERVAL
+        log.error("pool %r: cannot open a connection to %s: %s%s", self.name, self.target, _describe_error(exc),
+                  f" ({more} more failures since the last report)" if more else "")
 
-    def _drop(self, record: _Record, reason: str) -> None:
-        self._counters[reason] += 1
-        if reason == S.DISCARDED:
-            log.info("pool %r: discarded a broken connection (closed by the server, or failed a check or reset)",
-                     self.name)
-        else:
-            log.debug("pool %r: closed a connection (%s)", self.name, reason)
-        if reason == S.DISCARDED:
-            driver.discard(record.conn)
-        else:
-            driver.close(record.conn)
+    def _warn_leaks(self, now: float) -> None:
+        if not self.config.leak_threshold:
+            return
+        leaks: list[Lease] = []
+        with self._lock:
+            for lease in self._leases.values():
+                if not lease._leak_warned and lease._record is not None and \
+                        now - lease._since > self.config.leak_threshold:
+                    lease._leak_warned = True
+                    leaks.append(lease)
+        for lease in leaks:
+            self._counters[S.LEAKS] += 1
+            log.warning(
+                "pool %r: a connection has been held for %.1fs (leak_threshold=%gs). Checked out at:%s",
+                self.name, now - lease._since, self.config.leak_threshold, _format_stack(lease._stack),
+            )
 
     def _reclaim_dead_owners(self) -> None:
-        self._next_reclaim = time.monotonic() + _HOUSEKEEPING_INTERVAL
         with self._lock:
             dead = [
                 lease for lease in self._leases.values()
                 if lease._record is not None and not lease._released and not _owner_alive(lease._owner)
             ]
         for lease in dead:
-            self._counters[S.RECLAIMED] += 1
             log.warning(
-                "pool %r: reclaimed a connection whose owner died without returning it (held %.1fs); its "
-                "transaction is rolled back by the server. Checked out at:%s",
-                self.name, time.monotonic() - lease._since, _format_stack(lease._stack),
+                "pool %r: reclaimed a connection whose owner died without returning it (held %.1fs); its server "
+                "session is closed, which rolls back its transaction and frees its locks. Checked out at:%s",
+                self.name, self._clock() - lease._since, _format_stack(lease._stack),
             )
-            # Dropped, not reused: the owner may have died in the middle of a command.
-            self.release(lease, discard=True)
+            # Aborted, not reused: the owner may have died in the middle of a command, or handed the connection to
+            # someone still using it.
+            self._release(lease, S.RECLAIMED)
 
-    def _housekeep(self, now: float) -> None:
-        self._next_housekeeping = now + _HOUSEKEEPING_INTERVAL
-        leaks: list[Lease] = []
+    def _expire_idle(self, now: float) -> None:
         to_close: list[tuple[_Record, str]] = []
         with self._lock:
-            if self.config.leak_threshold:
-                for lease in self._leases.values():
-                    if not lease._leak_warned and now - lease._since > self.config.leak_threshold:
-                        lease._leak_warned = True
-                        leaks.append(lease)
             keep: deque[_Record] = deque()
             # Oldest-returned first: those are the ones past idle_timeout.
             for index, record in enumerate(self._idle):
@@ -515,14 +634,32 @@ class ConnectionPool:
                     keep.append(record)
             self._idle = keep
         for record, reason in to_close:
-            self._drop(record, reason)
-        for lease in leaks:
-            self._counters[S.LEAKS] += 1
-            log.warning(
-                "pool %r: a connection has been held for %.1fs (leak_threshold=%gs). Checked out at:%s",
-                self.name, now - lease._since, self.config.leak_threshold, _format_stack(lease._stack),
-            )
-        self._reclaim_dead_owners()
+            self._counters[reason] += 1
+            self._driver.close(record.conn)
+
+    def _fill_min_idle(self) -> None:
+        """Open connections, one at a time, until `min_idle` are idle, while slots are free and nobody waits."""
+        while True:
+            placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
+            with self._lock:
+                if (self._closed or len(self._idle) >= self.config.min_idle or self._waiters
+                        or len(self._leases) >= self.config.size):
+                    return
+                self._leases[id(placeholder)] = placeholder
+            record: _Record | None = None
+            try:
+                record = self._connect()
+            except Exception:  # noqa: BLE001 - reported by _connect; the next round tries again
+                return
+            finally:
+                self._hand_back(placeholder, record)
+
+
+def _describe_error(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 _all_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
-from pymysql.err import OperationalError
+from pymysql.err import InterfaceError, OperationalError
 
 
 class PoolError(OperationalError):
     """Base class of the errors the pool raises itself."""
 
 
-class PoolTimeout(PoolError):
+class PoolExhausted(PoolError):
+    """No connection for this caller now: the pool is full. Carries the numbers behind the decision."""
+
+    def __init__(self, message: str, *, pool: str, size: int, in_use: int, waiting: int) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.size = size
+        self.in_use = in_use
+        self.waiting = waiting
+
+
+class PoolTimeout(PoolExhausted):
     """No connection became free within the pool's `timeout`."""
 
+    def __init__(self, message: str, *, pool: str, size: int, in_use: int, waiting: int, timeout: float) -> None:
+        super().__init__(message, pool=pool, size=size, in_use=in_use, waiting=waiting)
+        self.timeout = timeout
 
-class TooManyWaiters(PoolError):
+
+class TooManyWaiters(PoolExhausted):
     """The pool is full and `max_waiting` callers already wait: fail fast instead of queueing."""
 
 
 class PoolClosed(PoolError):
     """The pool was closed (worker exit) and hands out no more connections."""
+
+
+class WrongPool(PoolError):
+    """A lease was given back to a pool that did not lend it; nothing was changed."""
+
+
+class ConnectionReturned(InterfaceError):
+    """The application used a connection (or a cursor) after giving it back to the pool. The connection may already
+    serve another caller, so the use is refused; take a new one from the pool instead."""
 
 
 class ConfigError(ValueError):

@@ -32,8 +32,12 @@ def configure_pool(**defaults: Any) -> PoolConfig:
         config = PoolConfig.from_env(base=PoolConfig.from_mapping(defaults, source="gunicorn.conf.py configure_pool"))
     except ConfigError as exc:
         sys.exit(f"gunicorn.conf.py: {exc}")
-    set_process_overrides(config.as_dict())
-    return config
+    set_process_overrides(config.as_dict(), where=CONF_SETTING_SOURCE)
+    return config.with_where(CONF_SETTING_SOURCE)
+
+
+# How a user changes a pool setting under gunicorn, for the pool's error messages.
+CONF_SETTING_SOURCE = "POOL_{NAME} or {name}= in gunicorn.conf.py"
 
 
 def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, strict: bool, reserve: int,

@@ -22,22 +22,22 @@ PREFIX = "mysql_pool"
 # Seconds; a wait past a few seconds is already an incident, a wait up to the pool timeout still ends in a connection.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-_GAUGES = {S.SIZE: "most connections a worker's pool may hold", S.IN_USE: "connections lent out",
-           S.IDLE: "open connections waiting in the pool", S.WAITING: "callers queued for a connection"}
-_COUNTERS = {S.CHECKOUTS: "connections lent", S.CONNECTS: "connections opened",
-             S.CONNECT_ERRORS: "failed connection attempts", S.TIMEOUTS: "callers that gave up waiting (PoolTimeout)",
-             S.REJECTED: "callers refused at once (max_waiting)", S.PINGS: "pings before lending",
-             S.DISCARDED: "broken connections dropped", S.RECYCLED: "connections closed at max_lifetime",
-             S.IDLE_CLOSED: "connections closed after idle_timeout", S.RECLAIMED: "connections taken back from dead owners",
-             S.LEAKS: "connections held past leak_threshold", S.RESETS: "connections reset on return"}
-_MULTIPROCESS_MODES = {S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum"}
+# How a worker's gauge adds up across workers: a cap and an age are maxima, counts are sums.
+_MULTIPROCESS_MODES = {S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum",
+                       S.MAXWAIT_MS: "livemax"}
+
+
+def metric_name(stat: str) -> str:
+    """The Prometheus name of a statistic of `pool.stats.TABLE` (counters get prometheus_client's `_total`)."""
+    return f"{PREFIX}_{stat}"
 
 
 class PoolMetrics:
     def __init__(self) -> None:
-        self.gauges = {name: Gauge(f"{PREFIX}_{name}", doc, ["pool"], multiprocess_mode=_MULTIPROCESS_MODES[name])
-                       for name, doc in _GAUGES.items()}
-        self.counters = {name: Counter(f"{PREFIX}_{name}", doc, ["pool"]) for name, doc in _COUNTERS.items()}
+        # Every gauge and counter of the stats table, so /metrics cannot leave one out.
+        self.gauges = {s.name: Gauge(metric_name(s.name), s.help, ["pool"], multiprocess_mode=_MULTIPROCESS_MODES[s.name])
+                       for s in S.TABLE if s.kind == "gauge"}
+        self.counters = {s.name: Counter(metric_name(s.name), s.help, ["pool"]) for s in S.TABLE if s.kind == "counter"}
         self.wait_seconds = Histogram(f"{PREFIX}_wait_seconds", "time callers queued for a connection",
                                       ["pool", "outcome"], buckets=WAIT_BUCKETS)
         self._last: dict[int, dict[str, float]] = {}
@@ -125,3 +125,17 @@ def start_background_sync(interval: float = 1.0) -> Any:
     thread = threading.Thread(target=loop, name="pool-metrics", daemon=True)
     thread.start()
     return thread
+
+
+def doc_table() -> str:
+    """The Markdown table of every exported metric, for docs/observability.md (generated from the stats table)."""
+    rows = ["| metric | type | meaning |", "|---|---|---|"]
+    for stat in S.TABLE:
+        if stat.kind == "gauge":
+            combined = "max" if _MULTIPROCESS_MODES[stat.name] == "livemax" else "sum"
+            rows.append(f"| `{metric_name(stat.name)}` | gauge ({combined} over workers) | {stat.help} |")
+        elif stat.kind == "counter":
+            rows.append(f"| `{metric_name(stat.name)}_total` | counter | {stat.help} |")
+    rows.append(f'| `{PREFIX}_wait_seconds{{outcome="granted"\\|"timeout"}}` | histogram | time callers queued for a '
+                f"connection |")
+    return "\n".join(rows)

@@ -1,35 +1,81 @@
-"""Names of the pool's statistics, so the JSON view, the metrics export and the docs cannot drift apart."""
+"""The pool's statistics, declared once: `ConnectionPool.stats()`, the `/-/pool` view, the Prometheus export and the
+docs all read this table, so a name cannot mean one thing in one place and another elsewhere."""
 
 from __future__ import annotations
 
-# Gauges (a snapshot of now).
-SIZE = "size"  # the cap: most connections this process may hold
-IN_USE = "in_use"  # slots taken by callers (connections lent out, or being opened for a caller)
-IDLE = "idle"  # open connections waiting in the pool
-WAITING = "waiting"  # callers queued for a slot
-MAXWAIT_MS = "maxwait_ms"  # how long the oldest waiter has waited so far
+from dataclasses import dataclass
+from typing import Literal
+
+# Gauges: a snapshot of now.
+SIZE = "size"
+IN_USE = "in_use"
+IDLE = "idle"
+WAITING = "waiting"
+MAXWAIT_MS = "maxwait_ms"
 PID = "pid"
 
-# Counters (since the pool was built in this process).
+# Counters: since the pool was built in this process.
 CHECKOUTS = "checkouts"
 CONNECTS = "connects"
 CONNECT_ERRORS = "connect_errors"
-CONNECT_MS = "connect_ms"  # total time spent opening connections
-WAIT_MS = "wait_ms"  # total time callers spent queued
-WAITS = "waits"  # checkouts that had to queue
+CONNECT_MS = "connect_ms"
+WAIT_MS = "wait_ms"
+WAITS = "waits"
 TIMEOUTS = "timeouts"
-REJECTED = "rejected"  # refused at once because max_waiting callers already waited
+REJECTED = "rejected"
 PINGS = "pings"
-DISCARDED = "discarded"  # dropped because dead, broken or failed to reset
-RECYCLED = "recycled"  # closed for reaching max_lifetime
-IDLE_CLOSED = "idle_closed"  # closed for idling past idle_timeout beyond min_idle
-RECLAIMED = "reclaimed"  # taken back from an owner (greenlet or thread) that died holding it
-LEAKS = "leaks"  # held longer than leak_threshold
+DISCARDED = "discarded"
+ABORTED_IN_USE = "aborted_in_use"
+RECYCLED = "recycled"
+IDLE_CLOSED = "idle_closed"
+RECLAIMED = "reclaimed"
+LEAKS = "leaks"
 RESETS = "resets"
-USAGE_MS = "usage_ms"  # total time connections were held by callers, checkout to return
+USAGE_MS = "usage_ms"
 
-GAUGES = (SIZE, IN_USE, IDLE, WAITING, MAXWAIT_MS)
-COUNTERS = (
-    CHECKOUTS, CONNECTS, CONNECT_ERRORS, CONNECT_MS, WAIT_MS, WAITS, TIMEOUTS, REJECTED, PINGS, DISCARDED, RECYCLED,
-    IDLE_CLOSED, RECLAIMED, LEAKS, RESETS, USAGE_MS,
+
+@dataclass(frozen=True)
+class Stat:
+    name: str
+    kind: Literal["gauge", "counter", "info"]
+    help: str
+
+
+TABLE: tuple[Stat, ...] = (
+    Stat(SIZE, "gauge", "the cap: most connections this process may hold"),
+    Stat(IN_USE, "gauge", "slots taken by callers (connections lent out, or being opened for a caller)"),
+    Stat(IDLE, "gauge", "open connections waiting in the pool"),
+    Stat(WAITING, "gauge", "callers queued for a slot"),
+    Stat(MAXWAIT_MS, "gauge", "how long the oldest waiter has waited so far, in milliseconds"),
+    Stat(PID, "info", "the process the pool belongs to"),
+    Stat(CHECKOUTS, "counter", "connections lent"),
+    Stat(CONNECTS, "counter", "connections opened"),
+    Stat(CONNECT_ERRORS, "counter", "failed attempts to open a connection"),
+    Stat(CONNECT_MS, "counter", "time spent opening connections, in milliseconds"),
+    Stat(WAITS, "counter", "checkouts that had to queue for a slot"),
+    Stat(WAIT_MS, "counter", "time callers spent queued, in milliseconds"),
+    Stat(TIMEOUTS, "counter", "callers that gave up waiting (PoolTimeout)"),
+    Stat(REJECTED, "counter", "callers refused at once because max_waiting callers already waited (TooManyWaiters)"),
+    Stat(PINGS, "counter", "pings before lending a connection that idled past ping_after"),
+    Stat(DISCARDED, "counter", "broken connections dropped: closed by the server, failed a check or a reset, or saw a "
+                               "disconnect error"),
+    Stat(ABORTED_IN_USE, "counter", "connections closed on return because a command was still under way on them "
+                                    "(used by another greenlet or thread, or interrupted mid-command)"),
+    Stat(RECYCLED, "counter", "connections closed at max_lifetime"),
+    Stat(IDLE_CLOSED, "counter", "connections closed after idle_timeout beyond min_idle"),
+    Stat(RECLAIMED, "counter", "connections taken back from an owner (greenlet or thread) that died holding them"),
+    Stat(LEAKS, "counter", "connections held longer than leak_threshold (warned once each)"),
+    Stat(RESETS, "counter", "connections made fit for the next caller on return"),
+    Stat(USAGE_MS, "counter", "time connections were held by callers, checkout to return, in milliseconds"),
 )
+
+BY_NAME: dict[str, Stat] = {s.name: s for s in TABLE}
+GAUGES: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "gauge")
+COUNTERS: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "counter")
+
+
+def doc_table() -> str:
+    """A Markdown table of every statistic, for the docs."""
+    rows = ["| name | kind | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.name}` | {s.kind} | {s.help} |" for s in TABLE]
+    return "\n".join(rows)

@@ -9,3 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_settings_table_in_docs_matches_the_declarations() -> None:
     assert settings_doc_table() in (ROOT / "docs" / "settings.md").read_text()
+
+
+def test_metrics_table_in_docs_lists_every_statistic() -> None:
+    from pool.metrics import doc_table
+
+    assert doc_table() in (ROOT / "docs" / "observability.md").read_text()

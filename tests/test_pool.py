@@ -112,8 +112,12 @@ def test_full_pool_times_out_with_named_error(connect_kwargs: dict[str, Any]) ->
     waited = time.monotonic() - started
     assert 0.5 <= waited < 3.0
     message = str(caught.value)
-    for part in ("orders-db", "size=1", "in_use=1", "waiting=0", "POOL_SIZE", "POOL_TIMEOUT"):
+    # Built with the plain API: the advice names its arguments, not the gunicorn conf's variables.
+    for part in ("orders-db", "size=1", "in_use=1", "waiting=0", "PoolConfig(size=...)", "PoolConfig(timeout=...)"):
         assert part in message
+    assert "POOL_SIZE" not in message
+    assert (caught.value.pool, caught.value.size, caught.value.in_use, caught.value.waiting) == ("orders-db", 1, 1, 0)
+    assert caught.value.timeout == 0.5
     assert isinstance(caught.value, pymysql.err.OperationalError)  # callers catching the driver's errors see it
     assert pool.stats()[S.TIMEOUTS] == 1
     pool.release(held)
@@ -128,7 +132,7 @@ def test_max_waiting_fails_fast_instead_of_queueing(connect_kwargs: dict[str, An
     waiter.start()
     assert wait_until(lambda: pool.stats()[S.WAITING] == 1, timeout=10)
     started = time.monotonic()
-    with pytest.raises(TooManyWaiters, match="POOL_MAX_WAITING"):
+    with pytest.raises(TooManyWaiters, match=r"PoolConfig\(max_waiting=\.\.\.\)"):
         pool.acquire()
     assert time.monotonic() - started < 1.0, "a rejected caller must not wait"
     pool.release(held)

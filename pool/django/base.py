@@ -12,12 +12,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymysql.err import InterfaceError
-
-from .. import driver
+from ..pymysql_driver import install_as_mysqldb
 
 # Django's MySQL backend imports MySQLdb; PyMySQL stands in for it, and users need not know.
-driver.install_as_mysqldb()
+install_as_mysqldb()
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
@@ -28,7 +26,7 @@ from django.utils.functional import cached_property  # noqa: E402
 
 from ..core import ConnectionPool, Lease  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
-from ..settings import PoolConfig, process_overrides  # noqa: E402
+from ..settings import PoolConfig, apply_process_overrides  # noqa: E402
 
 
 @dataclass
@@ -56,7 +54,7 @@ def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
     try:
         config = PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']")
         # The gunicorn conf is the one place to tune a deployment: its values win over settings.py.
-        return PoolConfig.from_mapping(process_overrides(), source="gunicorn.conf.py pool settings", base=config)
+        return apply_process_overrides(config)
     except ConfigError as exc:
         raise ImproperlyConfigured(str(exc)) from exc
 
@@ -90,16 +88,6 @@ def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _Po
 def pools() -> dict[str, ConnectionPool]:
     """The pools this process built, by alias (for stats views and hooks)."""
     return {alias: entry.pool for alias, entry in _pools.items()}
-
-
-class _ReturnedConnection:
-    """Stands in for a connection Django closed inside an atomic block: the real one is back in the pool (rolled
-    back) and may already serve someone else, so any further use must fail instead of touching it."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise InterfaceError(
-            0, "the connection was returned to the pool inside an atomic block; its transaction was rolled back"
-        )
 
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):
@@ -147,9 +135,9 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             return
         entry = self._pool_entry
         assert entry is not None
+        # Inside an atomic block Django keeps self.connection: the handle now refuses any use, so nothing can
+        # reach the session the next borrower gets (the transaction was rolled back on return).
         entry.pool.release(lease)
-        if self.in_atomic_block:
-            self.connection = _ReturnedConnection()
 
     def close_if_unusable_or_obsolete(self) -> None:
         # Back to the pool at the end of every request, whatever CONN_MAX_AGE says: the pool checks and resets it.

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from ..errors import PoolTimeout, TooManyWaiters
+from ..errors import PoolExhausted
 
 RETRY_AFTER_SECONDS = 1
 
 
-def pool_exhaustion(exc: BaseException | None) -> PoolTimeout | TooManyWaiters | None:
+def pool_exhaustion(exc: BaseException | None) -> PoolExhausted | None:
     """The pool error behind `exc` (Django wraps driver errors in its own OperationalError), if there is one."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, (PoolTimeout, TooManyWaiters)):
+        if isinstance(exc, PoolExhausted):
             return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1

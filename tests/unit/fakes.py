@@ -1,0 +1,103 @@
+"""A fake driver and a fake clock for the pool's state machine: what each connection went through is recorded, so a
+test can say exactly which connections were opened, lent, reset, closed, aborted or forgotten.
+
+These stand in for the driver only in the unit layer, to test the pool's bookkeeping in milliseconds; everything that
+touches MySQL is tested against a real server in the integration tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FakeDisconnect(Exception):
+    """What the fake driver classifies as a disconnect."""
+
+
+class FakeConnection:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.alive = True
+        self.in_flight = False
+        self.ended: str | None = None  # "close", "abort" or "forget"
+        self.resets: list[str] = []
+        self.reset_error: BaseException | None = None
+        self.ping_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<fake connection {self.number}{' ' + self.ended if self.ended else ''}>"
+
+
+class FakeHandle:
+    def __init__(self, conn: FakeConnection) -> None:
+        self.conn: FakeConnection | None = conn
+
+
+class FakeDriver:
+    target = "fake@nowhere/test"
+
+    def __init__(self) -> None:
+        self.opened: list[FakeConnection] = []
+        self.connect_error: BaseException | None = None
+        self.connect_attempts = 0
+        self.pings = 0
+
+    @property
+    def open_now(self) -> list[FakeConnection]:
+        return [c for c in self.opened if c.ended is None]
+
+    def connect(self) -> FakeConnection:
+        self.connect_attempts += 1
+        if self.connect_error is not None:
+            raise self.connect_error
+        conn = FakeConnection(len(self.opened) + 1)
+        self.opened.append(conn)
+        return conn
+
+    def is_alive(self, conn: FakeConnection) -> bool:
+        return conn.alive and conn.ended is None
+
+    def in_flight(self, conn: FakeConnection) -> bool:
+        return conn.in_flight and conn.ended is None
+
+    def ping(self, conn: FakeConnection) -> None:
+        self.pings += 1
+        if conn.ping_error is not None:
+            raise conn.ping_error
+
+    def reset(self, conn: FakeConnection, mode: str) -> bool:
+        if conn.reset_error is not None:
+            raise conn.reset_error
+        conn.resets.append(mode)
+        return mode == "full"
+
+    def close(self, conn: FakeConnection) -> None:
+        conn.ended = conn.ended or "close"
+
+    def abort(self, conn: FakeConnection) -> None:
+        conn.ended = conn.ended or "abort"
+
+    def forget(self, conn: FakeConnection) -> None:
+        conn.ended = conn.ended or "forget"
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, FakeDisconnect)
+
+    def server_wait_timeout(self, conn: FakeConnection) -> float | None:
+        return 28800.0
+
+    def lend(self, conn: FakeConnection) -> FakeHandle:
+        return FakeHandle(conn)
+
+    def revoke(self, conn: FakeConnection, handle: Any) -> None:
+        handle.conn = None
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

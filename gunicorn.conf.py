@@ -88,5 +88,10 @@ def child_exit(server, worker):
     pool_hooks.child_exit(server, worker)
 
 
+def nworkers_changed(server, new_value, old_value):
+    # TTIN/TTOU: the budget is checked again for the new number of workers.
+    pool_hooks.nworkers_changed(server, new_value, old_value)
+
+
 def on_exit(server):
     stop_private_database()

@@ -1,36 +1,98 @@
-"""DATABASE_URL (mysql://user:password@host:port/name?opt=value) to PyMySQL arguments, with no Django involved."""
+"""DATABASE_URL (mysql://user:password@host:port/name?opt=value) to PyMySQL arguments, with no Django involved.
+
+The parser is strict on purpose: a password with an unencoded `@`, `/`, `?`, `#` or `%` makes a generic URL parser put
+part of the password into the host or the path, where it ends up in log lines. Every error message here names the
+part that is wrong and how to fix it, and never repeats the URL or any piece of the credentials.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigError
 
+SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
+_SHAPE = "mysql://user:password@host:3306/name"
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
-def parse_database_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ConfigError(
-            f"DATABASE_URL must look like mysql://user:password@host:port/name (scheme {parts.scheme or 'missing'!r})"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError("DATABASE_URL has a port that is not a number") from None
-    kwargs: dict[str, Any] = {
-        "host": parts.hostname or "localhost",
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-        "database": unquote(parts.path.lstrip("/")),
-    }
-    if port:
+
+def _fail(problem: str, source: str) -> ConfigError:
+    return ConfigError(f"{source} {problem} (expected {_SHAPE}, with reserved characters in the user and password "
+                       f"percent-encoded, e.g. urllib.parse.quote(password, safe=''))")
+
+
+def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]:
+    """PyMySQL connect() arguments (`host`, `port`, `user`, `password`, `database`, maybe `unix_socket`) plus
+    `options` (the query string) for `url`; ConfigError naming the malformed part otherwise."""
+    if not isinstance(url, str) or not url.strip():
+        raise _fail("is empty", source)
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise _fail("does not start with a scheme such as mysql://", source)
+    if scheme.lower() not in SCHEMES:
+        raise _fail(f"has the scheme {scheme[:20]!r}; use one of {', '.join(s + '://' for s in SCHEMES)}", source)
+
+    # Where the authority ends by the URL rules: at the first '/', '?' or '#'.
+    authority_end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    if authority.count("@") > 1:
+        raise _fail("has more than one '@' before the host: the user or password contains an unencoded '@' "
+                    "(write it as %40)", source)
+    if "#" in rest:
+        raise _fail("contains a '#', which no database URL uses: an unencoded '#' in the user, password or name "
+                    "(write it as %23)", source)
+    path_part, _, query_part = tail.partition("?")
+    if "@" in path_part or ("@" in query_part and "@" not in authority):
+        # 'user:pa/ss@host': the authority ended inside the password.
+        raise _fail("has an '@' after a '/' or '?': the user or password contains one of those unencoded "
+                    "(write '/' as %2F, '?' as %3F, '@' as %40)", source)
+    userinfo, _, hostport = authority.rpartition("@")
+    if _BAD_PERCENT.search(userinfo):
+        raise _fail("has a '%' in the user or password that is not followed by two hex digits: an unencoded '%' "
+                    "(write it as %25)", source)
+    user, _, password = userinfo.partition(":")
+
+    host, port = _split_host_port(hostport, source)
+    path, query = path_part, query_part
+    database = unquote(path.lstrip("/"))
+    if "/" in database:
+        raise _fail("has more than one '/' after the host; the path is the database name alone", source)
+
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    kwargs: dict[str, Any] = {"host": host or "localhost", "user": unquote(user), "password": unquote(password),
+                              "database": database}
+    if port is not None:
         kwargs["port"] = port
-    options = dict(parse_qsl(parts.query))
     if "unix_socket" in options:
         kwargs["unix_socket"] = options.pop("unix_socket")
+    elif not host:
+        raise _fail("has no host", source)
     kwargs["options"] = options
     return kwargs
+
+
+def _split_host_port(hostport: str, source: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):  # [::1]:3306
+        end = hostport.find("]")
+        if end < 0:
+            raise _fail("has an IPv6 host without its closing ']'", source)
+        host, rest = hostport[1:end], hostport[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _fail("has text after the IPv6 host that is not a :port", source)
+        raw_port = rest[1:] if rest else ""
+    else:
+        host, _, raw_port = hostport.partition(":")
+        if ":" in raw_port:
+            raise _fail("has more than one ':' in host:port", source)
+    if raw_port == "":
+        return host, None
+    if not raw_port.isdigit() or not 1 <= int(raw_port) <= 65535:
+        # The value is not repeated: with a mangled URL it may be a piece of the password.
+        raise _fail("has a port that is not a number from 1 to 65535", source)
+    return host, int(raw_port)
 
 
 def connect_kwargs_from_url(url: str) -> dict[str, Any]:
@@ -38,3 +100,13 @@ def connect_kwargs_from_url(url: str) -> dict[str, Any]:
     kwargs = parse_database_url(url)
     options = kwargs.pop("options")
     return {**kwargs, **options}
+
+
+def redact(url: str) -> str:
+    """`url` with the password replaced, for messages that must show which URL was meant."""
+    try:
+        kwargs = parse_database_url(url)
+    except ConfigError:
+        return "<a malformed DATABASE_URL>"
+    where = kwargs.get("unix_socket") or f"{kwargs['host']}:{kwargs.get('port', 3306)}"
+    return f"mysql://{kwargs['user']}:***@{where}/{kwargs['database']}"

@@ -8,10 +8,13 @@ is already gone).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 from typing import Any
+
+import pymysql
 
 from . import budget
 from .core import all_pools, close_all, reset_all_after_fork
@@ -41,20 +44,35 @@ CONF_SETTING_SOURCE = "POOL_{NAME} or {name}= in gunicorn.conf.py"
 
 
 def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, strict: bool, reserve: int,
-                 hosts: int = 1) -> budget.Budget | None:
-    """At start: can the server take workers x pool (x2 during a SIGHUP reload) + reserve connections? Warns, or
-    refuses to start in strict mode. Allows for the reload overlap because gunicorn runs both sets of workers for up
-    to graceful_timeout; USR2 upgrades (two arbiters) would double it again and are not counted."""
+                 hosts: int = 1, start_without_database: bool | None = None) -> budget.Budget | None:
+    """At start, in the arbiter, in this order:
+
+    1. DATABASE_URL must parse: a malformed one never works, so gunicorn exits with one line naming the bad part.
+    2. The database must answer (credentials, database name, reachable): otherwise gunicorn exits with one line naming
+       the cause, unless POOL_START_WITHOUT_DATABASE=1 (for a database that comes up later); then it warns, serves,
+       and each pool logs failed checkouts (rate-limited).
+    3. The connection budget: workers x pool (x2 during a SIGHUP reload) + reserve against the server's limits.
+       Warns, or refuses to start in strict mode. gunicorn runs both sets of workers for up to graceful_timeout
+       during a reload; USR2 upgrades (two arbiters) would double it again and are not counted.
+    """
+    global _startup_budget
     if not database_url:
         return None
     try:
         kwargs = parse_database_url(database_url)
+    except ConfigError as exc:
+        sys.exit(f"refusing to start: {exc}")
+    if start_without_database is None:
+        start_without_database = _env_flag("POOL_START_WITHOUT_DATABASE")
+    try:
         result = budget.check(kwargs, workers=server.cfg.workers, pool_size=config.size, hosts=hosts, reserve=reserve)
-    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop a server that may be fine
-        message = f"connection budget not checked: cannot read the server's limits ({type(exc).__name__}: {exc})"
-        if strict:
-            sys.exit(f"refusing to start (POOL_BUDGET_STRICT=1): {message}")
-        server.log.warning(message)
+    except pymysql.err.MySQLError as exc:
+        cause = describe_connect_failure(exc, kwargs)
+        if not start_without_database:
+            sys.exit(f"refusing to start: {cause}. Fix DATABASE_URL or the server, or set "
+                     f"POOL_START_WITHOUT_DATABASE=1 to serve anyway (requests fail until the database answers)")
+        server.log.warning("pool: starting without the database (POOL_START_WITHOUT_DATABASE=1): %s; connection "
+                           "budget not checked", cause)
         return None
     for problem in result.problems:
         if strict:
@@ -63,7 +81,53 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
     if not result.problems:
         server.log.info("connection budget fits: %d needed (%s + reserve %d) of max_connections=%d", result.needed,
                         result.formula, result.reserve, result.max_connections)
+    _startup_budget = (result, strict)
     return result
+
+
+_startup_budget: tuple[budget.Budget, bool] | None = None
+
+
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    """TTIN/TTOU change the number of workers at run time: check the budget again with the server limits read at
+    start (no I/O in the arbiter's signal path). Over budget: a warning, or in strict mode the increase is refused."""
+    if old_value is None or _startup_budget is None or new_value <= old_value:
+        return
+    start, strict = _startup_budget
+    grown = dataclasses.replace(start, workers=new_value)
+    for problem in grown.problems:
+        if strict:
+            # Through the private attribute: the num_workers setter would call this hook again.
+            server._num_workers = old_value
+            server.log.error("pool: refused to grow from %d to %d workers (POOL_BUDGET_STRICT=1): %s", old_value,
+                             new_value, problem)
+            return
+        server.log.warning("pool: %d workers no longer fit the connection budget: %s", new_value, problem)
+
+
+def describe_connect_failure(exc: BaseException, kwargs: dict[str, Any]) -> str:
+    """One line on why the database refused, naming the part of DATABASE_URL to look at (never the password)."""
+    code = exc.args[0] if getattr(exc, "args", None) and isinstance(exc.args[0], int) else None
+    where = kwargs.get("unix_socket") or f"{kwargs.get('host')}:{kwargs.get('port', 3306)}"
+    if code == 1045:
+        return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
+    if code == 1049:
+        return f"the server at {where} has no database {kwargs.get('database')!r} (1049 unknown database)"
+    if code == 1044:
+        return f"user {kwargs.get('user')!r} may not use database {kwargs.get('database')!r} at {where} (1044)"
+    if code in (2003, 2002):
+        return f"no database server answers at {where} ({code} cannot connect)"
+    text = exc.args[1] if code is not None and len(exc.args) > 1 else str(exc)
+    return f"the database at {where} refused the connection ({code or type(exc).__name__}: {text})"
+
+
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    sys.exit(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
 
 
 def prepare_metrics_dir(path: str) -> None:

@@ -46,6 +46,8 @@ MIDDLEWARE = [
     "pool.django.middleware.PoolMiddleware",
     "django.middleware.common.CommonMiddleware",
 ]
+# PoolMiddleware reads request bodies before the view takes a connection; a client gets this long to send one.
+POOL_BODY_TIMEOUT = float(os.environ.get("KIT_BODY_TIMEOUT", "30"))
 ROOT_URLCONF = "deploy.urls"
 WSGI_APPLICATION = "deploy.wsgi.application"
 USE_TZ = True

@@ -365,9 +365,10 @@ class ConnectionPool:
         dead owners taken back, idle connections past max_lifetime or idle_timeout closed, `min_idle` kept open."""
         if self._pid != os.getpid() or self._closed:
             return
+        # Dead owners first: a connection taken back is reported once, as reclaimed, not also as a leak.
+        self._reclaim_dead_owners()
         now = self._clock()
         self._warn_leaks(now)
-        self._reclaim_dead_owners()
         self._expire_idle(now)
         self._fill_min_idle()
 

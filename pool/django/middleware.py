@@ -5,12 +5,21 @@
   write yields to the hub, so other requests would wait for a connection this one no longer uses. Streaming responses
   keep theirs (their iterators may still query).
 - A full pool is an overload, not a bug: PoolTimeout and TooManyWaiters become 503 with Retry-After instead of a 500.
+- It reads the request body before the view runs (POOL_READ_BODY_FIRST, on by default): with ATOMIC_REQUESTS the
+  view's transaction, and so a connection, starts before the view reads the body, and a client that sends its body
+  slowly (or stalls) would hold that connection for as long as it likes. Under gevent the read is bounded by
+  POOL_BODY_TIMEOUT seconds (default 30); a client slower than that gets 408 and the connection to it is closed.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
+from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -30,11 +39,67 @@ def pool_exhaustion(exc: BaseException | None) -> PoolExhausted | None:
     return None
 
 
+DEFAULT_BODY_TIMEOUT = 30.0
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+def _body_timeout_setting() -> float:
+    raw = getattr(settings, "POOL_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ImproperlyConfigured(f"settings.POOL_BODY_TIMEOUT={raw!r} must be a number of seconds above 0 (how long "
+                                   f"a client may take to send its request body); the default is {DEFAULT_BODY_TIMEOUT:g}")
+    return value
+
+
+def _has_body(request: HttpRequest) -> bool:
+    length = request.META.get("CONTENT_LENGTH") or ""
+    return (length.isdigit() and int(length) > 0) or "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "")
+
+
+def _read_body(request: HttpRequest) -> None:
+    """Receive the whole body now. Multipart goes through Django's parser, which spools large files to disk; anything
+    else is read into memory, within DATA_UPLOAD_MAX_MEMORY_SIZE (Django refuses larger bodies before reading)."""
+    if request.content_type == "multipart/form-data":
+        request.POST  # noqa: B018 - parses the stream, files included
+    else:
+        request.body  # noqa: B018 - reads and keeps the stream
+
+
+def _deadline(seconds: float) -> Any:
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        import gevent
+
+        return gevent.Timeout(seconds, _BodyTimeout)
+    # Threads cannot be interrupted; the server's own socket timeout bounds the read there.
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 class PoolMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.read_body_first = bool(getattr(settings, "POOL_READ_BODY_FIRST", True))
+        self.body_timeout = _body_timeout_setting()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.read_body_first and _has_body(request):
+            try:
+                with _deadline(self.body_timeout):
+                    _read_body(request)
+            except _BodyTimeout:
+                response = JsonResponse({"error": f"request body not received within {self.body_timeout:g}s"},
+                                        status=408)
+                response["Connection"] = "close"  # the rest of the body may still arrive: the stream is unusable
+                return response
         response = self.get_response(request)
         if not response.streaming:
             for wrapper in connections.all(initialized_only=True):

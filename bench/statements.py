@@ -25,6 +25,7 @@ VARIANTS = {
     "stock CONN_MAX_AGE=60": {"KIT_BASELINE": "stock", "KIT_CONN_MAX_AGE": "60"},
     "kit-full": {"POOL_RESET": "full"},
     "kit-rollback": {"POOL_RESET": "rollback"},
+    "kit-tracked": {"POOL_RESET": "tracked"},
 }
 
 

@@ -6,6 +6,8 @@ the tests of this one class (scripts/test runs them on the oldest and the newest
 
 from __future__ import annotations
 
+import logging
+import re
 import select
 import socket
 import ssl as _ssl
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pymysql
-from pymysql.constants import COMMAND, SERVER_STATUS
+from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
 
 from .errors import ConnectionReturned
@@ -29,6 +31,26 @@ from .settings import PoolConfig
 DISCONNECT_CODES = frozenset({0, 1053, 1927, 2006, 2013, 2014, 2045, 2055, 4031})
 
 COM_RESET_CONNECTION = 0x1F
+# In server_status when the server, with CLIENT_SESSION_TRACK and session_track_state_change=ON, reports that the
+# statement changed the session's state. It stays set on later result sets until an OK packet without a change.
+SERVER_SESSION_STATE_CHANGED = 1 << 14
+
+# Statements that change session state the server's tracking does not report (checked on MariaDB 10.11): user variables
+# assigned inside a statement (`SELECT @v := 1`, `DO @v := 1`), named locks, a one-shot `SET TRANSACTION`, procedures
+# (`CALL` of one that takes a lock is not reported), table locks, HANDLERs, FLUSH ... WITH READ LOCK, and
+# LAST_INSERT_ID(expr). Matching is on the statement's text, comments included: a false alarm only costs a reset.
+_UNTRACKED_STATE = (r":=|\bGET_LOCK\s*\(|\bSET\b[^;]*?\bTRANSACTION\b|\bCALL\b|\bLOCK\s+TABLES?\b|\bHANDLER\b"
+                    r"|\bFLUSH\b|\bLAST_INSERT_ID\s*\(\s*[^\s)]")
+
+log = logging.getLogger("pool")
+
+# A statement that may change the current database, which no reset puts back by itself.
+_USE_TEXT = re.compile(r"\bUSE\b", re.IGNORECASE)
+_USE_BYTES = re.compile(rb"\bUSE\b", re.IGNORECASE)
+
+_TRACKING_ON = "SET SESSION session_track_state_change = ON"
+# An OK packet without a change: clears the sticky state-changed flag left by the set-up statements before it.
+_CLEAR_STATE_FLAG = "DO 0"
 
 # A zero-timeout readiness check must never yield to the gevent hub, so use the unpatched poll even after patching.
 _monkey = sys.modules.get("gevent.monkey")
@@ -94,6 +116,14 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     _pool_in_flight = False
     _pool_poller: Any = None
+    # Session-state tracking for reset="tracked": what this checkout's packets said, and whether a statement did
+    # something tracking would not report.
+    _pool_tracking = False
+    _pool_database_changed = False
+    _pool_status_seen = 0
+    _pool_untracked_change = False
+    _pool_untracked_text: re.Pattern[str] | None = None
+    _pool_untracked_bytes: re.Pattern[bytes] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pool_cursors: list[weakref.ref[Any]] = []
@@ -121,8 +151,21 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     # -- a command is under way from its first byte sent to its answer read in full ---------------------------------
 
+    def _request_authentication(self) -> None:
+        # Ask for session tracking only from a server that offers it.
+        if not self.server_capabilities & CLIENT.SESSION_TRACK:
+            self.client_flag &= ~CLIENT.SESSION_TRACK
+        super()._request_authentication()
+
     def _execute_command(self, command: int, sql: Any) -> None:
         self._pool_in_flight = True
+        if command == COMMAND.COM_INIT_DB or (
+                command == COMMAND.COM_QUERY and (_USE_BYTES if isinstance(sql, bytes) else _USE_TEXT).search(sql)):
+            self._pool_database_changed = True
+        if self._pool_tracking and not self._pool_untracked_change and command == COMMAND.COM_QUERY:
+            pattern = self._pool_untracked_bytes if isinstance(sql, bytes) else self._pool_untracked_text
+            if pattern is not None and pattern.search(sql):
+                self._pool_untracked_change = True
         super()._execute_command(command, sql)
 
     def _read_ok_packet(self) -> Any:
@@ -134,6 +177,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
                 self._pool_in_flight = False
             raise
         self._pool_in_flight = False
+        self._pool_status_seen |= self.server_status
         return ok
 
     def _read_query_result(self, unbuffered: bool = False) -> Any:
@@ -144,6 +188,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
                 self._pool_in_flight = False
             raise
         self._pool_in_flight = False
+        self._pool_status_seen |= self.server_status
         return rows
 
     # These two read their answer without going through the readers above.
@@ -155,6 +200,17 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
         super().set_character_set(charset, collation)
         self._pool_in_flight = False
+        self._pool_untracked_change = True  # read without a status we keep: count it as a change
+
+    def pool_session_changed(self) -> bool:
+        """Whether this checkout may have left session state behind (reset="tracked")."""
+        return bool(self._pool_untracked_change or self._pool_status_seen & SERVER_SESSION_STATE_CHANGED
+                    or self.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+    def pool_clear_tracking(self) -> None:
+        self._pool_status_seen = 0
+        self._pool_untracked_change = False
+        self._pool_database_changed = False
 
     def pool_in_flight(self) -> bool:
         if self._sock is None:
@@ -226,8 +282,9 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
             self.next_result()
         self._result = None
 
-    def pool_run_pipelined(self, statements: Sequence[str], reset_first: bool = False) -> None:
-        """Send `statements` (after a COM_RESET_CONNECTION if asked) in one write and read every answer in order."""
+    def pool_run_pipelined(self, statements: Sequence[str], reset_first: bool = False) -> list[int]:
+        """Send `statements` (after a COM_RESET_CONNECTION if asked) in one write and read every answer in order;
+        returns the server status after each statement."""
         payload = b""
         if reset_first:
             payload += struct.pack("<iB", 1, COM_RESET_CONNECTION)
@@ -235,7 +292,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
             body = sql.encode(self.encoding)
             payload += struct.pack("<iB", len(body) + 1, COMMAND.COM_QUERY) + body
         if not payload:
-            return
+            return []
         if self._sock is None:
             raise InterfaceError(0, "connection is closed")
         self._pool_in_flight = True
@@ -244,12 +301,15 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
             self._next_seq_id = 1
             self._read_ok_packet()
             self._pool_in_flight = True
+        statuses = []
         for _ in statements:
             self._next_seq_id = 1
             self._read_query_result()
+            statuses.append(self.server_status)
             self._pool_in_flight = True
         self._result = None
         self._pool_in_flight = False
+        return statuses
 
 
 class PyMySQLDriver:
@@ -270,6 +330,7 @@ class PyMySQLDriver:
         session_init: Sequence[str] = (),
         disconnect_codes: Iterable[int] = (),
         is_disconnect: Callable[[BaseException], bool] | None = None,
+        track_session_state: bool = False,
     ) -> None:
         kwargs = dict(connect_kwargs)
         init: list[str] = []
@@ -292,11 +353,20 @@ class PyMySQLDriver:
         self.autocommit = bool(kwargs["autocommit"])
         self._disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
         self._extra_is_disconnect = is_disconnect
+        self.charset = kwargs["charset"]
+        self.collation = kwargs.get("collation")
+        self.track_session_state = track_session_state
+        if track_session_state:
+            kwargs["client_flag"] = int(kwargs.get("client_flag", 0)) | CLIENT.SESSION_TRACK
+        # Read at the first connect that tracks: the statement check, with the stored functions that exist then.
+        self._untracked: tuple[re.Pattern[str], re.Pattern[bytes]] | None = None
+        self._function_count = 0
+        self._tracking_logged = False
 
     @classmethod
     def for_config(cls, connect_kwargs: Mapping[str, Any], config: PoolConfig, **options: Any) -> PyMySQLDriver:
         return cls(connect_kwargs, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-                   write_timeout=config.write_timeout, **options)
+                   write_timeout=config.write_timeout, track_session_state=config.reset == "tracked", **options)
 
     def __repr__(self) -> str:
         return f"<PyMySQLDriver {self.target}>"
@@ -310,12 +380,51 @@ class PyMySQLDriver:
     def connect(self) -> PooledConnection:
         conn = PooledConnection(**self._kwargs)
         try:
-            if self.session_init:
-                conn.pool_run_pipelined(self.session_init)
+            if self.track_session_state and conn.client_flag & CLIENT.SESSION_TRACK:
+                # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
+                statuses = conn.pool_run_pipelined(
+                    [_TRACKING_ON, "SET @pool_tracking_probe = NULL", *self.session_init, _CLEAR_STATE_FLAG])
+                self._start_tracking(conn, works=bool(statuses[1] & SERVER_SESSION_STATE_CHANGED))
+            else:
+                if self.track_session_state:
+                    self._start_tracking(conn, works=False)
+                if self.session_init:
+                    conn.pool_run_pipelined(self.session_init)
+            conn.pool_clear_tracking()
         except BaseException:
             conn.pool_abort()
             raise
         return conn
+
+    def _start_tracking(self, conn: PooledConnection, works: bool) -> None:
+        # Decided per connection (a proxy may pass some through and not others); said once per pool.
+        if works:
+            if self._untracked is None:  # at a cold start several connections may ask at once: harmless
+                functions = self._stored_functions(conn)
+                pattern = _UNTRACKED_STATE
+                if functions:
+                    pattern += r"|\b(?:" + "|".join(re.escape(name) for name in functions) + r")\s*\("
+                self._untracked = (re.compile(pattern, re.IGNORECASE), re.compile(pattern.encode(), re.IGNORECASE))
+                self._function_count = len(functions)
+            conn._pool_untracked_text, conn._pool_untracked_bytes = self._untracked
+            conn._pool_tracking = True
+        if self._tracking_logged:
+            return
+        self._tracking_logged = True
+        if works:
+            log.info("pool for %s: reset=tracked: the server reports session state changes; a connection is reset "
+                     "only after a checkout that changed something (%d stored functions count as changes)",
+                     self.target, self._function_count)
+        else:
+            log.warning("pool for %s: reset=tracked, but the server does not report session state changes (MySQL "
+                        "before 5.7, MariaDB before 10.2, or a proxy that strips them): every connection is fully "
+                        "reset on return", self.target)
+
+    def _stored_functions(self, conn: PooledConnection) -> list[str]:
+        # Stored functions can change session state unseen by tracking: a statement that may call one is a change.
+        with conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")
+            return sorted({str(row[0]) for row in cur.fetchall()})
 
     def is_alive(self, conn: PooledConnection) -> bool:
         return conn.pool_is_alive()
@@ -333,20 +442,35 @@ class PyMySQLDriver:
         if not conn.pool_is_alive():
             raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
         cleared = False
+        if mode == "tracked" and conn._pool_tracking:
+            # Nothing changed: no round trip at all. Otherwise the full reset below.
+            changed = conn.pool_session_changed() or conn._pool_database_changed
+            mode = "full" if changed or conn.get_autocommit() != self.autocommit else "clean"
+        elif mode == "tracked":
+            mode = "full"  # the server does not report changes: always reset
         if mode == "full":
             # One round trip: COM_RESET_CONNECTION clears user variables, temporary tables, locks, session variables
             # and the open transaction; the session set-up is sent in the same write and answered in order.
             statements = list(self.session_init)
-            if not is_mariadb(conn):
+            if conn._pool_database_changed and self._kwargs.get("database"):
+                # COM_RESET_CONNECTION keeps the current database: a `USE other` would reach the next caller.
+                statements.insert(0, "USE `" + str(self._kwargs["database"]).replace("`", "``") + "`")
+            if conn._pool_tracking:
+                statements = [_TRACKING_ON, *statements, _CLEAR_STATE_FLAG]
+            if not is_mariadb(conn) and conn.charset == self.charset:
                 # MySQL resets the character set to the server's default; MariaDB keeps it.
                 statements.insert(0, f"SET NAMES {conn.charset}" + (f" COLLATE {conn.collation}" if conn.collation else ""))
             conn.pool_run_pipelined(statements, reset_first=True)
+            if conn.charset != self.charset:
+                # The caller changed the character set (SET NAMES through PyMySQL): the next one gets the pool's.
+                conn.set_character_set(self.charset, self.collation)
             cleared = True
-        elif in_transaction(conn):
+        elif mode == "rollback" and in_transaction(conn):
             conn.rollback()
         if conn.get_autocommit() != self.autocommit:
             conn.autocommit(self.autocommit)
         conn.autocommit_mode = self.autocommit
+        conn.pool_clear_tracking()
         return cleared
 
     def close(self, conn: PooledConnection) -> None:

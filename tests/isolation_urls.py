@@ -1,8 +1,33 @@
-"""Two views for the session isolation tests: one leaves every kind of session state behind, one looks for it."""
+"""Two views for the session isolation tests: one leaves session state behind, one looks for it."""
 
 from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
+
+
+# One kind of session state each: the reset must clear it whether or not the server reports the change.
+SINGLE_STATES: dict[str, list[str]] = {
+    "user_variable": ["SET @secret = 'card 4111-1111'"],
+    "user_variable_in_select": ["SELECT @secret := 'card 4111-1111'"],
+    "user_variable_in_do": ["DO @secret := 'card 4111-1111'"],
+    "user_variable_in_function": ["SELECT kit_var_fn()"],
+    "user_variable_in_procedure": ["CALL kit_var_proc()"],
+    "temporary_table": ["CREATE TEMPORARY TABLE scratch (note VARCHAR(20))"],
+    "named_lock": ["SELECT GET_LOCK('kit-isolation', 0)"],
+    "named_lock_in_function": ["SELECT kit_lock_fn()"],
+    "named_lock_in_procedure": ["CALL kit_lock_proc()"],
+    "sql_mode_in_function": ["SELECT kit_sql_mode_fn()"],
+    "set_transaction_next_only": ["SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"],
+    "session_isolation": ["SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"],
+    "sql_mode": ["SET SESSION sql_mode = 'ANSI_QUOTES'"],
+    "time_zone": ["SET SESSION time_zone = '+05:00'"],
+    "prepared_statement": ["PREPARE kit_stmt FROM 'SELECT 1'"],
+    "use_other_database": ["USE mysql"],
+    "table_lock": ["LOCK TABLES shop_product READ"],
+    "open_transaction": ["START TRANSACTION",
+                         "INSERT INTO shop_order (product_id, quantity, created) VALUES (1, 999, NOW())"],
+    "last_insert_id": ["SELECT LAST_INSERT_ID(4111)"],
+}
 
 
 @transaction.non_atomic_requests
@@ -14,6 +39,10 @@ def dirty(request: HttpRequest) -> JsonResponse:
         conn_id = cur.fetchone()[0]
         if request.GET.get("what") == "lock":
             cur.execute("LOCK TABLES shop_product READ")
+            return JsonResponse({"connection_id": conn_id})
+        if request.GET.get("what") in SINGLE_STATES:
+            for sql in SINGLE_STATES[request.GET["what"]]:
+                cur.execute(sql)
             return JsonResponse({"connection_id": conn_id})
         cur.execute("SET @secret = 'card 4111-1111'")
         cur.execute("CREATE TEMPORARY TABLE scratch (note VARCHAR(20))")
@@ -31,9 +60,15 @@ def inspect(request: HttpRequest) -> JsonResponse:
     seen: dict[str, object] = {}
     with connection.cursor() as cur:
         cur.execute("SELECT CONNECTION_ID(), @secret, IS_USED_LOCK('kit-isolation') = CONNECTION_ID(), "
-                    "@@SESSION.sql_mode, @@SESSION.time_zone, @@SESSION.tx_isolation, @@in_transaction")
+                    "@@SESSION.sql_mode, @@SESSION.time_zone, @@SESSION.tx_isolation, @@in_transaction, DATABASE(), "
+                    "LAST_INSERT_ID()")
         (seen["connection_id"], seen["user_variable"], seen["holds_lock"], seen["sql_mode"], seen["time_zone"],
-         seen["isolation"], seen["in_transaction"]) = cur.fetchone()
+         seen["isolation"], seen["in_transaction"], seen["database"], seen["last_insert_id"]) = cur.fetchone()
+        try:
+            cur.execute("EXECUTE kit_stmt")
+            seen["prepared_statement"] = True
+        except Exception:  # noqa: BLE001
+            seen["prepared_statement"] = False
         try:
             cur.execute("SELECT COUNT(*) FROM scratch")
             seen["temporary_table"] = True
@@ -46,6 +81,14 @@ def inspect(request: HttpRequest) -> JsonResponse:
             seen["table_locked"] = True
         cur.execute("SELECT COUNT(*) FROM shop_order WHERE quantity = 999")
         seen["uncommitted_rows_visible"] = cur.fetchone()[0]
+        # A one-shot SET TRANSACTION shows only in the next transaction's own isolation level.
+        cur.execute("START TRANSACTION")
+        cur.execute("SELECT COUNT(*) FROM shop_product")
+        cur.execute("SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
+                    "WHERE trx_mysql_thread_id = CONNECTION_ID()")
+        row = cur.fetchone()
+        seen["next_transaction_isolation"] = row[0] if row else None
+        cur.execute("ROLLBACK")
     return JsonResponse(seen)
 
 

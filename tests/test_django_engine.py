@@ -39,6 +39,16 @@ def test_steady_state_requests_send_only_the_apps_statement(site_db: PrivateMari
     assert result["connects"] == 0.0
 
 
+def test_tracked_reset_sends_nothing_after_a_request_that_changed_nothing(site_db: PrivateMariaDB) -> None:
+    # tracked mode: the full reset's isolation, but no round trip when the server reported no change (and
+    # tests/test_isolation.py shows every kind of change is still reset).
+    result = statements_per_request(site_db, "kit-tracked")
+    assert result["failures"] == 0
+    assert result["statements"] == 1.0
+    assert result["round_trips"] == 1.0
+    assert result["connects"] == 0.0
+
+
 def test_full_reset_adds_one_pipelined_round_trip(site_db: PrivateMariaDB) -> None:
     # full mode: + COM_RESET_CONNECTION and the isolation level, sent together after the response.
     result = statements_per_request(site_db, "kit-full")

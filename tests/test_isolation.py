@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from harness.mariadb import PrivateMariaDB
 from harness.tools import run_script
 
@@ -15,6 +17,10 @@ SCRIPT = """
     from django.conf import settings
     from pool.settings import set_process_overrides
     set_process_overrides({"size": 1, "reset": os.environ["KIT_RESET"]})
+    if os.environ.get("KIT_DISABLE_STATEMENT_CHECK"):
+        import pool.pymysql_driver
+        pool.pymysql_driver._UNTRACKED_STATE = r"(?!)"  # matches nothing
+        pool.pymysql_driver.PyMySQLDriver._stored_functions = lambda self, conn: []
     django.setup()
     settings.ROOT_URLCONF = "tests.isolation_urls"
     from wsgiref.util import setup_testing_defaults
@@ -43,8 +49,8 @@ SCRIPT = """
 """
 
 
-def run(db: PrivateMariaDB, reset: str, cases: str = "lock,state") -> dict[str, Any]:
-    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_RESET": reset, "KIT_CASES": cases})
+def run(db: PrivateMariaDB, reset: str, cases: str = "lock,state", **env: str) -> dict[str, Any]:
+    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_RESET": reset, "KIT_CASES": cases, **env})
 
 
 def test_full_reset_leaves_the_next_request_a_clean_session(site_db: PrivateMariaDB) -> None:
@@ -74,3 +80,73 @@ def test_rollback_mode_undoes_the_transaction_but_shows_why_full_is_the_default(
     assert second["user_variable"] == "card 4111-1111"
     assert second["temporary_table"]
     assert second["isolation"] == "SERIALIZABLE"
+
+
+ROUTINES = [
+    "DROP FUNCTION IF EXISTS app.kit_var_fn",
+    "CREATE FUNCTION app.kit_var_fn() RETURNS INT BEGIN SET @secret = 'card 4111-1111'; RETURN 1; END",
+    "DROP FUNCTION IF EXISTS app.kit_lock_fn",
+    "CREATE FUNCTION app.kit_lock_fn() RETURNS INT RETURN GET_LOCK('kit-isolation', 0)",
+    "DROP FUNCTION IF EXISTS app.kit_sql_mode_fn",
+    "CREATE FUNCTION app.kit_sql_mode_fn() RETURNS INT BEGIN SET SESSION sql_mode = 'ANSI_QUOTES'; RETURN 1; END",
+    "DROP PROCEDURE IF EXISTS app.kit_var_proc",
+    "CREATE PROCEDURE app.kit_var_proc() BEGIN SET @secret = 'card 4111-1111'; END",
+    "DROP PROCEDURE IF EXISTS app.kit_lock_proc",
+    "CREATE PROCEDURE app.kit_lock_proc() BEGIN DO GET_LOCK('kit-isolation', 0); END",
+]
+
+
+def single_state_cases(db: PrivateMariaDB) -> list[str]:
+    for sql in ROUTINES:
+        db.query(sql)
+    from tests.isolation_urls import SINGLE_STATES
+
+    return list(SINGLE_STATES)
+
+
+def assert_clean(case: str, seen: dict[str, Any]) -> None:
+    first, second = seen["first"], seen["second"]
+    assert first["connection_id"] == second["connection_id"], "both requests must share the physical connection"
+    leaks = {
+        "user variable": second["user_variable"] is not None,
+        "named lock": bool(second["holds_lock"]),
+        "temporary table": second["temporary_table"],
+        "sql_mode": "ANSI_QUOTES" in second["sql_mode"],
+        "time_zone": second["time_zone"] != "SYSTEM",
+        "session isolation": second["isolation"] != "READ-COMMITTED",
+        "next transaction's isolation": second["next_transaction_isolation"] != "READ COMMITTED",
+        "open transaction": second["in_transaction"] != 0,
+        "uncommitted rows": second["uncommitted_rows_visible"] != 0,
+        "table lock": second["table_locked"],
+        "current database": second["database"] != "app",
+        "prepared statement": second["prepared_statement"],
+        "LAST_INSERT_ID": second["last_insert_id"] not in (0, None),
+    }
+    assert not any(leaks.values()), f"{case}: the next request saw {[k for k, v in leaks.items() if v]}: {second}"
+
+
+@pytest.mark.parametrize("reset", ["full", "tracked"])
+def test_no_kind_of_session_state_reaches_the_next_request(site_db: PrivateMariaDB, reset: str) -> None:
+    cases = single_state_cases(site_db)
+    out = run(site_db, reset, cases=",".join(cases))
+    for case in cases:
+        assert_clean(case, out[case])
+
+
+def test_tracked_mode_relies_on_its_statement_check(site_db: PrivateMariaDB) -> None:
+    """With the client-side check switched off, tracked mode leaks exactly what the server does not report: proof
+    that the test above would see a reset skipped wrongly."""
+    # A leaked table lock makes the next request fail outright (see the rollback test): left out here.
+    cases = [case for case in single_state_cases(site_db) if case != "table_lock"]
+    out = run(site_db, "tracked", cases=",".join(cases), KIT_DISABLE_STATEMENT_CHECK="1")
+    leaked = set()
+    for case in cases:
+        try:
+            assert_clean(case, out[case])
+        except AssertionError:
+            leaked.add(case)
+    print(f"\nwithout the statement check, tracked mode leaks: {sorted(leaked)}")
+    assert {"user_variable_in_do", "named_lock", "named_lock_in_function", "user_variable_in_function",
+            "sql_mode_in_function", "named_lock_in_procedure", "set_transaction_next_only", "last_insert_id",
+            "user_variable_in_select"} <= leaked
+    assert "user_variable" not in leaked and "temporary_table" not in leaked, "the server reports these itself"

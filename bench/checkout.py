@@ -51,8 +51,22 @@ def _queuepool(kwargs: dict[str, object], safe: bool) -> Callable[[], None]:
     return cycle
 
 
-def _kit(kwargs: dict[str, object], reset: str) -> Callable[[], None]:
-    kit = ConnectionPool(kwargs, PoolConfig(size=10, reset=reset, ping_after=1.0))
+def _kit(kwargs: dict[str, object], reset: str, handles: bool = True) -> Callable[[], None]:
+    config = PoolConfig(size=10, reset=reset, ping_after=1.0)
+    driver = None
+    if not handles:
+        # For comparison only: what the per-checkout handle (which makes a kept connection or cursor refuse use after
+        # its return) costs. Never ship a pool without it.
+        from pool.pymysql_driver import PyMySQLDriver
+
+        class BareDriver(PyMySQLDriver):
+            lend = staticmethod(lambda conn: conn)
+
+            def revoke(self, conn: object, handle: object) -> None:
+                pass
+
+        driver = BareDriver.for_config(kwargs, config)
+    kit = ConnectionPool(kwargs, config, driver=driver)
 
     def cycle() -> None:
         kit.release(kit.acquire())
@@ -74,6 +88,8 @@ def main() -> None:
             ("SQLAlchemy QueuePool, pre_ping + rollback", _queuepool(kwargs, safe=True)),
             ("kit, reset=rollback", _kit(kwargs, "rollback")),
             ("kit, reset=full (COM_RESET_CONNECTION)", _kit(kwargs, "full")),
+            ("kit, reset=tracked (nothing changed)", _kit(kwargs, "tracked")),
+            ("kit, reset=rollback, no per-checkout handle", _kit(kwargs, "rollback", handles=False)),
         ]
         for _, cycle in variants:
             cycle()  # open each connection outside the measurement

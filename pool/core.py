@@ -438,16 +438,16 @@ class ConnectionPool:
         )
 
     def _release(self, lease: Lease, drop: str | None) -> None:
-        """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``."""
-        if self._pid != os.getpid():
-            self.reset_after_fork()
+        """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``. A lease taken
+        before a fork has an older generation (os.register_at_fork reset the pool in the child)."""
         with self._lock:
             if lease._released:
                 return
             lease._released = True
         record, lease._record = lease._record, None
         handle, lease._handle = lease._handle, None
-        self._counters[S.USAGE_MS] += max(0.0, self._clock() - lease._since) * 1000.0
+        now = self._clock()
+        self._counters[S.USAGE_MS] += (now - lease._since) * 1000.0
         if record is not None and handle is not None:
             self._driver.revoke(record.conn, handle)
         if lease._generation != self._generation:
@@ -458,14 +458,14 @@ class ConnectionPool:
         kept: _Record | None = None
         try:
             if record is not None and drop is None:
-                kept = self._check_in(record)
+                kept = self._check_in(record, now)
             elif record is not None:
                 self._counters[drop] += 1
                 self._driver.abort(record.conn)
         finally:
             self._hand_back(lease, kept)
 
-    def _check_in(self, record: _Record) -> _Record | None:
+    def _check_in(self, record: _Record, now: float) -> _Record | None:
         """Make a returned connection fit for the next caller, or drop it (then None)."""
         conn = record.conn
         if self._driver.in_flight(conn):
@@ -490,7 +490,6 @@ class ConnectionPool:
         self._counters[S.RESETS] += 1
         if cleared:
             record.info.clear()
-        now = self._clock()
         record.last_used = now
         if now >= record.expires:
             self._counters[S.RECYCLED] += 1

@@ -447,3 +447,24 @@ def test_settings_come_from_the_environment() -> None:
     assert (config.size, config.timeout, config.reset) == (7, 2.5, "rollback")
     with pytest.raises(ConfigError, match="POOL_SIZE"):
         PoolConfig.from_env({"POOL_SIZE": "0"})
+
+
+def test_session_tracking_payloads_do_not_disturb_pymysql(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    # With CLIENT_SESSION_TRACK the server appends state-change data to OK packets, which PyMySQL reads as the
+    # packet's message: results, affected rows, insert ids and warnings must come through as before.
+    db.query("CREATE TABLE IF NOT EXISTS app.tracked (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="tracked"))
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET @v = 41, SESSION time_zone = '+01:00'")
+            cur.execute("INSERT INTO app.tracked (v) VALUES (@v + 1), (2)")
+            assert cur.rowcount == 2 and conn.insert_id() > 0
+            cur.execute("SELECT CAST('x' AS INT)")  # a warning
+            assert cur.fetchone()[0] == 0
+            assert conn.show_warnings()
+            cur.execute("SELECT v FROM app.tracked ORDER BY id DESC LIMIT 2")
+            assert [row[0] for row in cur.fetchall()] == [2, 42]
+    with pool.connection() as conn:
+        assert scalar(conn, "SELECT @v") is None and scalar(conn, "SELECT @@session.time_zone") == "SYSTEM"
+    assert pool.stats()[S.RESETS] == 2
+    pool.close()

@@ -37,6 +37,8 @@ def main() -> None:
     errors: Counter[str] = Counter()
     latencies: list[float] = []
     failures_at: list[tuple[float, str]] = []  # (seconds since start, status or error), for fault timelines
+    failed_ms: list[float] = []  # how long each answered failure (status >= 300) took
+    ok_at: list[float] = []  # seconds since start of each success, for recovery timelines
     t0 = time.monotonic()
     wall_start = time.time()  # lets a test line failures up with faults it injected at known wall-clock times
     stop_at = t0 + args.deadline
@@ -77,6 +79,9 @@ def main() -> None:
                 statuses[str(response.status)] += 1
                 if response.status >= 300:
                     failures_at.append((round(time.monotonic() - t0, 3), str(response.status)))
+                    failed_ms.append(round((time.monotonic() - started) * 1000, 1))
+                else:
+                    ok_at.append(round(time.monotonic() - t0, 3))
                 if not keepalive or response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -101,6 +106,8 @@ def main() -> None:
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else None,
         "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
         "failures_at": failures_at,
+        "failed_ms": failed_ms,
+        "ok_at": ok_at,
         "wall_start": wall_start,
     }))
 

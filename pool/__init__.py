@@ -4,10 +4,11 @@ The core knows nothing of Django, gunicorn or locust; `pool.django` is the Djang
 """
 
 from .abc import Clock, Driver
-from .core import ConnectionPool, Lease, all_pools, close_all, reset_all_after_fork
+from .core import ConnectionPool, Lease, all_pools, close_all, drain_all, reset_all_after_fork
 from .errors import (
     ConfigError,
     ConnectionReturned,
+    DatabaseUnavailable,
     PoolClosed,
     PoolError,
     PoolExhausted,
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "ConnectionPool",
     "ConnectionReturned",
+    "DatabaseUnavailable",
     "Driver",
     "Lease",
     "PoolClosed",
@@ -34,6 +36,7 @@ __all__ = [
     "WrongPool",
     "all_pools",
     "close_all",
+    "drain_all",
     "reset_all_after_fork",
     "set_process_overrides",
 ]

@@ -67,11 +67,25 @@ class Budget:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+# Monitors (the locust gate, the status page's counter) log in as the app's user, the only account they can count
+# with, and make this their current database, which no app connection uses: every count leaves them out, so watching
+# the app never changes its count.
+MONITOR_DATABASE = "information_schema"
+
+
+def connect_monitor(connect_kwargs: dict[str, Any]) -> pymysql.connections.Connection:
+    """A connection for counting, recognisable by its current database (MONITOR_DATABASE)."""
+    kwargs = {k: v for k, v in connect_kwargs.items() if k != "options"}
+    return pymysql.connect(**{**kwargs, "database": MONITOR_DATABASE}, autocommit=True, connect_timeout=5,
+                           read_timeout=10, write_timeout=10)
+
+
 def count_app_connections(cursor: Any, user: str) -> int:
-    """The user's connections on the server, without the counting one (which counts when it logs in as that user).
-    Without the PROCESS privilege a user sees exactly its own threads, which is what is wanted here."""
+    """The user's connections on the server, without monitors (the counting one included, whichever database it
+    uses). Without the PROCESS privilege a user sees exactly its own threads, which is what is wanted here."""
     cursor.execute(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()", (user,)
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID() "
+        "AND COALESCE(DB, '') <> %s", (user, MONITOR_DATABASE)
     )
     return int(cursor.fetchone()[0])
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import stats as S
 from .abc import Clock, Driver
-from .errors import ConnectionReturned, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
+from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig
 
 log = logging.getLogger("pool")
@@ -44,6 +44,10 @@ MAINTENANCE_INTERVAL = 1.0
 _LIFETIME_JITTER = 0.1
 # At most one "cannot connect" line per pool in this many seconds; the ones in between are counted in the next.
 _CONNECT_ERROR_LOG_INTERVAL = 10.0
+# After a failed connect, the next attempt waits this long, doubling per failure up to the cap, jittered down by up to
+# half so that workers do not probe in step. The cap is what bounds recovery: back within a second of the server.
+_BACKOFF_FIRST = 0.1
+_BACKOFF_CAP = 1.0
 
 
 def _gevent_patched() -> bool:
@@ -265,6 +269,12 @@ class ConnectionPool:
         self._maintenance: _Maintenance | None = None
         self._next_connect_report = float("-inf")
         self._unreported_connect_errors = 0
+        # Fail-fast state while the database does not answer: one probe at a time, after a back-off.
+        self._connect_failures = 0
+        self._retry_at = float("-inf")
+        self._probing = False
+        self._last_connect_error = ""
+        self._drained: Any = None
 
     # -- public API ---------------------------------------------------------------------------------------------
 
@@ -388,6 +398,28 @@ class ConnectionPool:
             waiter.event.set()
         for record in idle:
             self._driver.close(record.conn)
+
+    def drain(self, timeout: float) -> None:
+        """Shut down in order: refuse new checkouts and wake every waiter (as `close`), close idle connections with
+        COM_QUIT, give connections still lent out up to ``timeout`` seconds to come back (each is closed with COM_QUIT
+        as it does), then close what is still held, logging where it was checked out."""
+        if self._pid != os.getpid():
+            self.reset_after_fork()
+        drained = _new_event()
+        with self._lock:
+            self._drained = drained
+            if not self._leases:
+                drained.set()
+        self.close()
+        drained.wait(max(0.0, timeout))
+        with self._lock:
+            held = [lease for lease in self._leases.values() if not lease._released]
+        for lease in held:
+            log.warning(
+                "pool %r: a connection was still held %.1fs after shutdown began (held %.1fs); closed. Checked out "
+                "at:%s", self.name, timeout, self._clock() - lease._since, _format_stack(lease._stack),
+            )
+            self._release(lease, S.ABORTED_IN_USE)
 
     def reset_after_fork(self) -> None:
         """Forget every inherited connection without a word to the server (the parent still uses those sessions)."""
@@ -517,6 +549,8 @@ class ConnectionPool:
             waiter.event.set()
         if to_close is not None:
             self._driver.close(to_close.conn)
+        if self._drained is not None and not self._leases:
+            self._drained.set()
 
     def _make_ready(self, record: _Record | None) -> _Record:
         """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot."""
@@ -552,14 +586,42 @@ class ConnectionPool:
         return True
 
     def _connect(self) -> _Record:
-        started = self._clock()
+        now = self._clock()
+        with self._lock:
+            failing = self._connect_failures > 0
+            refused = failing and (now < self._retry_at or self._probing)
+            if failing and not refused:
+                self._probing = True  # this caller is the one probe; everyone else fails fast meanwhile
+        if refused:
+            self._counters[S.UNAVAILABLE] += 1
+            wait = max(0.0, self._retry_at - now)
+            raise DatabaseUnavailable(
+                f"pool {self.name!r}: the database at {self.target} is not answering ({self._last_connect_error}); "
+                f"{self._connect_failures} attempts failed in a row, the next one in {wait:.1f}s",
+                pool=self.name, retry_after=max(wait, _BACKOFF_FIRST),
+            )
+        started = now
         try:
             conn = self._driver.connect()
         except BaseException as exc:
             self._counters[S.CONNECT_ERRORS] += 1
-            if isinstance(exc, Exception):
-                self._report_connect_error(exc)
-            raise
+            with self._lock:
+                self._probing = False
+                if isinstance(exc, Exception):
+                    self._connect_failures += 1
+                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self._connect_failures - 1))
+                    self._retry_at = self._clock() + delay * (1.0 - random.random() / 2)
+                    self._last_connect_error = _describe_error(exc)
+            if not isinstance(exc, Exception):
+                raise
+            self._report_connect_error(exc)
+            raise DatabaseUnavailable(
+                f"pool {self.name!r}: cannot open a connection to {self.target}: {self._last_connect_error}",
+                pool=self.name, retry_after=max(0.0, self._retry_at - self._clock()),
+            ) from exc
+        with self._lock:
+            self._connect_failures = 0
+            self._probing = False
         if self._lifetime is None:
             # Below the server's wait_timeout, so the pool recycles a connection before the server kills it.
             wait_timeout = self._driver.server_wait_timeout(conn) or 28800.0
@@ -637,22 +699,38 @@ class ConnectionPool:
             self._counters[reason] += 1
             self._driver.close(record.conn)
 
-    def _fill_min_idle(self) -> None:
-        """Open connections, one at a time, until `min_idle` are idle, while slots are free and nobody waits."""
+    def _fill_min_idle(self, *, quiet: bool = True) -> int:
+        """Open connections, one at a time, until `min_idle` are idle, while slots are free and nobody waits. Returns
+        how many were opened; a failed connect ends the round (``quiet``) or raises."""
+        opened = 0
         while True:
+            if quiet and self._connect_failures and (self._clock() < self._retry_at or self._probing):
+                return opened  # the database is not answering: wait for the back-off, like everyone else
             placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
             with self._lock:
                 if (self._closed or len(self._idle) >= self.config.min_idle or self._waiters
                         or len(self._leases) >= self.config.size):
-                    return
+                    return opened
                 self._leases[id(placeholder)] = placeholder
             record: _Record | None = None
             try:
                 record = self._connect()
+                opened += 1
             except Exception:  # noqa: BLE001 - reported by _connect; the next round tries again
-                return
+                if not quiet:
+                    raise
+                return opened
             finally:
                 self._hand_back(placeholder, record)
+
+    def warm_up(self) -> int:
+        """Open `min_idle` connections now (at worker start, say) instead of at the first requests, and start the
+        maintenance loop. Raises DatabaseUnavailable if the database does not answer; returns how many were opened."""
+        if self._pid != os.getpid():
+            self.reset_after_fork()
+        if self._maintenance is None and self._maintenance_interval and not self._closed:
+            self._maintenance = _Maintenance(self, self._maintenance_interval)
+        return self._fill_min_idle(quiet=False)
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -674,6 +752,13 @@ def reset_all_after_fork() -> None:
 def close_all() -> None:
     for pool in list(_all_pools):
         pool.close()
+
+
+def drain_all(timeout: float) -> None:
+    """`drain` every pool of this process, sharing one deadline."""
+    deadline = time.monotonic() + timeout
+    for pool in list(_all_pools):
+        pool.drain(max(0.0, deadline - time.monotonic()))
 
 
 def all_pools() -> list[ConnectionPool]:

@@ -32,6 +32,16 @@ class TooManyWaiters(PoolExhausted):
     """The pool is full and `max_waiting` callers already wait: fail fast instead of queueing."""
 
 
+class DatabaseUnavailable(PoolError):
+    """The database did not answer the last attempt to connect: callers that need a new connection fail at once
+    until the next probe (at most `retry_after` seconds away) finds it back."""
+
+    def __init__(self, message: str, *, pool: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.retry_after = retry_after
+
+
 class PoolClosed(PoolError):
     """The pool was closed (worker exit) and hands out no more connections."""
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pymysql
 
-from . import budget
-from .core import all_pools, close_all, reset_all_after_fork
+from . import budget, workerstats
+from .core import all_pools, drain_all, reset_all_after_fork
 from .dburl import parse_database_url
 from .errors import ConfigError
-from .settings import PoolConfig, set_process_overrides
+from .settings import PoolConfig, process_overrides, set_process_overrides
 
 log = logging.getLogger("pool.gunicorn")
 
@@ -122,12 +122,49 @@ def describe_connect_failure(exc: BaseException, kwargs: dict[str, Any]) -> str:
 
 
 def _env_flag(name: str) -> bool:
-    raw = os.environ.get(name, "0").strip().lower()
+    return env_flag(name)
+
+
+# Environment readers for gunicorn.conf.py: a bad value stops the start with one line naming the variable, where a
+# bare int() would end in a traceback.
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
     if raw in ("1", "true", "yes", "on"):
         return True
-    if raw in ("", "0", "false", "no", "off"):
+    if raw in ("0", "false", "no", "off"):
         return False
     sys.exit(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        sys.exit(f"{name}={raw!r} is not a whole number of at least {minimum}; fix it, or unset it for the default "
+                 f"{default}")
+    return value
+
+
+def share_stats(metrics_dir: str) -> None:
+    """In the arbiter at start: where workers share their pools' figures. Snapshots for /-/pool and the status page
+    go to POOL_STATS_DIR (default: a fresh private temporary directory, removed at exit); Prometheus files for
+    /metrics to `metrics_dir` ("" leaves /metrics to each worker alone)."""
+    if metrics_dir:
+        prepare_metrics_dir(metrics_dir)
+    if not os.environ.get(workerstats.ENV_DIR):
+        os.environ[workerstats.ENV_DIR] = workerstats.make_private_dir()  # the workers inherit it
+    workerstats.StatsDir(os.environ[workerstats.ENV_DIR]).clear()
 
 
 def prepare_metrics_dir(path: str) -> None:
@@ -162,10 +199,54 @@ def post_worker_init(worker: Any) -> None:
         from .metrics import start_background_sync
 
         start_background_sync()
+    _warm_start(worker)
+    _share_from_the_start()
+
+
+def _share_from_the_start() -> None:
+    """Every worker in /metrics, /-/pool and the status page from the first request: this worker's figures are copied
+    once now, after the warm start built its pools and before it serves, then every second."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .metrics import metrics
+
+        metrics().sync(force=True)
+    directory = workerstats.StatsDir.from_env()
+    if directory is None:
+        return
+    url = os.environ.get("DATABASE_URL", "")
+    try:
+        kwargs = parse_database_url(url) if url else None
+        why_not = "" if url else "DATABASE_URL is not set in the workers' environment"
+    except ConfigError as exc:
+        kwargs, why_not = None, str(exc)
+    workerstats.start_publishing(directory, workerstats.ServerCounter(directory, kwargs, why_not))
+
+
+def _warm_start(worker: Any) -> None:
+    """With warm_start on, open each pool's min_idle connections before the first request (after fork and patching).
+    A database that does not answer is logged, not fatal: the pools find it later, as without warm start."""
+    overrides = PoolConfig.from_mapping(process_overrides()) if process_overrides() else None
+    if overrides is None or not overrides.warm_start:
+        return
+    try:
+        django_apps = sys.modules.get("django.apps")
+        if django_apps is not None and django_apps.apps.ready:
+            from .django import warm_up
+
+            opened = warm_up()
+        else:
+            opened = {pool.name: pool.warm_up() for pool in all_pools()}
+    except Exception as exc:  # noqa: BLE001 - the worker serves anyway; the error says why it could not warm up
+        worker.log.error("pool: warm start failed, the pools will connect at the first requests: %s", exc)
+        return
+    worker.log.info("pool: warm start opened %s", ", ".join(f"{n} to {alias!r}" for alias, n in opened.items()))
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """In the arbiter, after a worker died: its gauges leave the metrics totals."""
+    """In the arbiter, after a worker died: its figures leave /-/pool and its gauges the metrics totals."""
+    directory = workerstats.StatsDir.from_env()
+    if directory is not None:
+        directory.forget(worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from .metrics import mark_worker_dead
 
@@ -213,7 +294,15 @@ def _refuse(worker: Any, message: str) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Close this worker's pools. gunicorn may call this in the arbiter for a worker already gone: then the pools in
-    hand are the arbiter's own, and are left alone."""
+    """Drain this worker's pools: by now gunicorn has let requests finish (up to graceful_timeout) or killed them;
+    work outside requests still holding a connection gets a few more seconds, then what is left is closed and logged
+    with its checkout stack. Every session ends with COM_QUIT, so the server frees it at once.
+
+    gunicorn may call this in the arbiter for a worker already gone: then the pools in hand are the arbiter's own, and
+    are left alone."""
     if os.getpid() == worker.pid:
-        close_all()
+        drain_all(min(float(worker.cfg.graceful_timeout), DRAIN_SECONDS))
+
+
+# The most worker_exit waits for connections still lent out; gunicorn's graceful_timeout is spent by then.
+DRAIN_SECONDS = 5.0

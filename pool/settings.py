@@ -99,6 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
             choices=RESET_MODES),
     Setting("leak_threshold", float, 60.0, "seconds a connection may be held before a warning with the checkout "
             "stack is logged (0: off)", minimum=0.0, maximum=_DAY),
+    Setting("warm_start", bool, False, "open min_idle connections when a worker starts instead of at its first "
+            "request (gunicorn's post_worker_init); the worker logs an error if the database does not answer"),
     Setting("connect_timeout", float, 5.0, "seconds to establish a connection", minimum=0.1, maximum=3600.0),
     Setting("read_timeout", float, 30.0, "seconds a query may wait for the server's answer before the connection "
             "is dropped; a hung server can hold a slot no longer than this", minimum=0.1, maximum=_DAY),
@@ -130,6 +132,7 @@ class PoolConfig:
     ping_after: float = _default("ping_after")
     reset: str = _default("reset")
     leak_threshold: float = _default("leak_threshold")
+    warm_start: bool = _default("warm_start")
     connect_timeout: float = _default("connect_timeout")
     read_timeout: float = _default("read_timeout")
     write_timeout: float = _default("write_timeout")
@@ -194,6 +197,10 @@ def set_process_overrides(values: Mapping[str, Any], where: str | None = None) -
     _process_overrides.clear()
     _process_overrides.update(values)
     _process_overrides_where = where or "process overrides['{name}']"
+
+
+def process_overrides() -> dict[str, Any]:
+    return dict(_process_overrides)
 
 
 def apply_process_overrides(config: PoolConfig) -> PoolConfig:

@@ -18,6 +18,7 @@ PID = "pid"
 CHECKOUTS = "checkouts"
 CONNECTS = "connects"
 CONNECT_ERRORS = "connect_errors"
+UNAVAILABLE = "unavailable"
 CONNECT_MS = "connect_ms"
 WAIT_MS = "wait_ms"
 WAITS = "waits"
@@ -51,6 +52,8 @@ TABLE: tuple[Stat, ...] = (
     Stat(CHECKOUTS, "counter", "connections lent"),
     Stat(CONNECTS, "counter", "connections opened"),
     Stat(CONNECT_ERRORS, "counter", "failed attempts to open a connection"),
+    Stat(UNAVAILABLE, "counter", "callers refused at once, without a connection attempt, while the database was not "
+                                 "answering (DatabaseUnavailable)"),
     Stat(CONNECT_MS, "counter", "time spent opening connections, in milliseconds"),
     Stat(WAITS, "counter", "checkouts that had to queue for a slot"),
     Stat(WAIT_MS, "counter", "time callers spent queued, in milliseconds"),
@@ -59,8 +62,9 @@ TABLE: tuple[Stat, ...] = (
     Stat(PINGS, "counter", "pings before lending a connection that idled past ping_after"),
     Stat(DISCARDED, "counter", "broken connections dropped: closed by the server, failed a check or a reset, or saw a "
                                "disconnect error"),
-    Stat(ABORTED_IN_USE, "counter", "connections closed on return because a command was still under way on them "
-                                    "(used by another greenlet or thread, or interrupted mid-command)"),
+    Stat(ABORTED_IN_USE, "counter", "connections closed while still in use: a command was under way on them at "
+                                    "return (used by another greenlet or thread, or interrupted mid-command), or they "
+                                    "were still held when the pool was drained at exit"),
     Stat(RECYCLED, "counter", "connections closed at max_lifetime"),
     Stat(IDLE_CLOSED, "counter", "connections closed after idle_timeout beyond min_idle"),
     Stat(RECLAIMED, "counter", "connections taken back from an owner (greenlet or thread) that died holding them"),

@@ -31,3 +31,23 @@ class returning_connections(ContextDecorator):  # noqa: N801 - reads as a decora
         wrappers = [connections[self.using]] if self.using else connections.all(initialized_only=True)
         for wrapper in wrappers:
             wrapper.close()
+
+
+def warm_up() -> dict[str, int]:
+    """Open each pooled database's `min_idle` connections now (gunicorn's post_worker_init calls this when the pool's
+    `warm_start` is on). The engine builds a pool at the first connection, so one is made and given back first.
+    Returns the connections opened per alias; raises if a database does not answer."""
+    from django.db import connections
+
+    from .base import pools
+
+    opened: dict[str, int] = {}
+    for alias in connections:
+        if connections.settings[alias].get("ENGINE") != "pool.django":
+            continue
+        wrapper = connections[alias]
+        wrapper.ensure_connection()
+        wrapper.close()
+        opened[alias] = 1 + pools()[alias].warm_up()
+    return opened
+

@@ -4,7 +4,8 @@
   to the client: Django itself would only return them at `request_finished`, after the write, and under gevent that
   write yields to the hub, so other requests would wait for a connection this one no longer uses. Streaming responses
   keep theirs (their iterators may still query).
-- A full pool is an overload, not a bug: PoolTimeout and TooManyWaiters become 503 with Retry-After instead of a 500.
+- A full pool is an overload, not a bug: PoolTimeout and TooManyWaiters become 503 with Retry-After instead of a 500;
+  so does DatabaseUnavailable (the database is not answering: the pool fails fast instead of every request waiting).
 - It reads the request body before the view runs (POOL_READ_BODY_FIRST, on by default): with ATOMIC_REQUESTS the
   view's transaction, and so a connection, starts before the view reads the body, and a client that sends its body
   slowly (or stalls) would hold that connection for as long as it likes. Under gevent the read is bounded by
@@ -23,16 +24,16 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from ..errors import PoolExhausted
+from ..errors import DatabaseUnavailable, PoolExhausted
 
 RETRY_AFTER_SECONDS = 1
 
 
-def pool_exhaustion(exc: BaseException | None) -> PoolExhausted | None:
+def pool_exhaustion(exc: BaseException | None) -> PoolExhausted | DatabaseUnavailable | None:
     """The pool error behind `exc` (Django wraps driver errors in its own OperationalError), if there is one."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, PoolExhausted):
+        if isinstance(exc, (PoolExhausted, DatabaseUnavailable)):
             return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -112,6 +113,10 @@ class PoolMiddleware:
         cause = pool_exhaustion(exception)
         if cause is None:
             return None
-        response = JsonResponse({"error": "database busy, retry shortly", "reason": type(cause).__name__}, status=503)
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if isinstance(cause, DatabaseUnavailable):
+            body, retry = "database not answering, retry shortly", max(RETRY_AFTER_SECONDS, math.ceil(cause.retry_after))
+        else:
+            body, retry = "database busy, retry shortly", RETRY_AFTER_SECONDS
+        response = JsonResponse({"error": body, "reason": type(cause).__name__}, status=503)
+        response["Retry-After"] = str(retry)
         return response

@@ -16,6 +16,7 @@ import pool.core as core
 from pool import (
     ConfigError,
     ConnectionPool,
+    DatabaseUnavailable,
     ConnectionReturned,
     PoolClosed,
     PoolConfig,
@@ -376,7 +377,7 @@ def test_lifetime_and_idle_expiry_follow_the_clock() -> None:
 
 
 def test_maintenance_keeps_min_idle_open_one_at_a_time() -> None:
-    pool, driver, _ = make_pool(size=3, min_idle=2)
+    pool, driver, clock = make_pool(size=3, min_idle=2)
     pool.maintain()
     assert len(driver.open_now) == 2 and pool.stats()[S.IDLE] == 2 and pool.stats()[S.IN_USE] == 0
     pool.maintain()
@@ -384,11 +385,12 @@ def test_maintenance_keeps_min_idle_open_one_at_a_time() -> None:
     driver.connect_error = FakeDisconnect("server down")
     for conn in driver.opened:
         conn.alive = False
-    with pytest.raises(FakeDisconnect):
+    with pytest.raises(DatabaseUnavailable):
         pool.acquire()  # both idle ones are found dead, the replacement fails
     pool.maintain()  # a failing connect ends the round quietly; the next round tries again
     assert pool.stats()[S.IN_USE] == 0 and pool.stats()[S.IDLE] == 0
     driver.connect_error = None
+    clock.advance(2)  # past the back-off
     pool.maintain()
     assert pool.stats()[S.IDLE] == 2
 
@@ -441,6 +443,49 @@ def test_acquire_works_from_a_bare_greenlet() -> None:
     assert pool.stats()[S.CHECKOUTS] == 1
 
 
+# -- shutdown ------------------------------------------------------------------------------------------------------
+
+
+def test_drain_waits_for_connections_in_use_and_says_goodbye_to_each() -> None:
+    pool, driver, _ = make_pool(size=3)
+    idle = pool.acquire()
+    pool.release(idle)
+    busy = pool.acquire()
+    results: list[Any] = []
+    waiter_pool_full = [pool.acquire(), pool.acquire()]
+    waiter = start_waiter(pool, results, timeout=30)
+    returner = threading.Timer(0.2, lambda: pool.release(busy))
+    returner.start()
+    for lease in waiter_pool_full:
+        pool.release(lease)  # granted to the waiter, which still holds it when the drain starts
+    waiter.join(5)
+    later = threading.Timer(0.3, lambda: pool.release(results[0]))
+    later.start()
+    pool.drain(timeout=5)
+    returner.join()
+    later.join()
+    assert all(c.ended == "close" for c in driver.opened), driver.opened
+    assert pool.stats()[S.IN_USE] == 0 and pool.stats()[S.ABORTED_IN_USE] == 0
+
+
+def test_drain_closes_what_is_still_held_at_the_deadline_with_its_stack(caplog: pytest.LogCaptureFixture) -> None:
+    pool, driver, _ = make_pool(size=2)
+    kept = pool.acquire()
+    started = time.monotonic()
+    pool.drain(timeout=0.1)
+    assert time.monotonic() - started < 2
+    assert conn_of_closed(driver) == ["abort"]
+    assert pool.stats()[S.ABORTED_IN_USE] == 1 and pool.stats()[S.IN_USE] == 0
+    assert "still held" in caplog.text and "test_drain_closes_what_is_still_held" in caplog.text
+    pool.release(kept)  # the owner coming back late changes nothing
+    with pytest.raises(ConnectionReturned):
+        kept.connection  # noqa: B018
+
+
+def conn_of_closed(driver: FakeDriver) -> list[str | None]:
+    return [c.ended for c in driver.opened]
+
+
 # -- fork ----------------------------------------------------------------------------------------------------------
 
 
@@ -469,14 +514,55 @@ def test_connect_failures_are_logged_once_per_interval_with_a_count(caplog: pyte
     pool, driver, clock = make_pool(size=1)
     driver.connect_error = FakeDisconnect("(1045) Access denied for user 'app'")
     for _ in range(5):
-        with pytest.raises(FakeDisconnect):
+        with pytest.raises(DatabaseUnavailable) as caught:
             pool.acquire()
+        assert isinstance(caught.value.__cause__, FakeDisconnect)
+        clock.advance(1.1)  # past the back-off: each is a real attempt
     assert len(caplog.records) == 1 and "cannot open a connection to fake@nowhere/test" in caplog.text
     clock.advance(11)
-    with pytest.raises(FakeDisconnect):
+    with pytest.raises(DatabaseUnavailable):
         pool.acquire()
     assert len(caplog.records) == 2 and "4 more failures" in caplog.records[1].getMessage()
     assert pool.stats()[S.CONNECT_ERRORS] == 6 and pool.stats()[S.IN_USE] == 0
+
+
+def test_while_the_database_is_down_callers_fail_fast_and_one_probe_finds_it_back() -> None:
+    pool, driver, clock = make_pool(size=5, timeout=5)
+    driver.connect_error = FakeDisconnect("(2003) Can't connect")
+    with pytest.raises(DatabaseUnavailable):
+        pool.acquire()
+    for _ in range(50):  # within the back-off: refused without touching the server
+        with pytest.raises(DatabaseUnavailable, match="not answering") as caught:
+            pool.acquire()
+        assert 0 < caught.value.retry_after <= 1.0
+    assert driver.connect_attempts == 1 and pool.stats()[S.UNAVAILABLE] == 50
+    delays = []
+    for _ in range(6):  # the back-off doubles up to its cap of a second
+        delays.append(pool._retry_at - clock.now)
+        clock.advance(1.01)
+        with pytest.raises(DatabaseUnavailable):
+            pool.acquire()
+    assert driver.connect_attempts == 7
+    assert delays[0] <= 0.1 and all(0.5 <= d <= 1.0 for d in delays[-2:])
+    driver.connect_error = None
+    clock.advance(1.01)
+    lease = pool.acquire()  # the probe finds it back; everyone after it connects normally
+    more = [pool.acquire() for _ in range(3)]
+    for held in [lease, *more]:
+        pool.release(held)
+    assert pool.stats()[S.IN_USE] == 0 and driver.connect_attempts == 11
+
+
+def test_only_one_probe_at_a_time_while_others_fail_fast() -> None:
+    pool, driver, clock = make_pool(size=5, timeout=5)
+    driver.connect_error = FakeDisconnect("down")
+    with pytest.raises(DatabaseUnavailable):
+        pool.acquire()
+    clock.advance(2)
+    pool._probing = True  # as if another caller's probe were under way right now
+    with pytest.raises(DatabaseUnavailable, match="not answering"):
+        pool.acquire()
+    assert driver.connect_attempts == 1
 
 
 # -- settings and stats --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Budget:
     max_connections: int
     max_user_connections: int  # 0: no per-user limit
     connected_now: int
+    server: str = ""  # which server of a host list ("" for a single one)
 
     @property
     def app_peak(self) -> int:
@@ -34,15 +35,16 @@ class Budget:
     @property
     def problems(self) -> list[str]:
         found = []
+        where = f"server {self.server}: " if self.server else ""
         if self.needed > self.max_connections:
             found.append(
-                f"the app may open {self.app_peak} connections ({self.formula}) plus a reserve of {self.reserve}: "
+                f"{where}the app may open {self.app_peak} connections ({self.formula}) plus a reserve of {self.reserve}: "
                 f"{self.needed} > the server's max_connections={self.max_connections}. Lower workers or POOL_SIZE, "
                 f"or raise max_connections on the server"
             )
         if self.max_user_connections and self.app_peak > self.max_user_connections:
             found.append(
-                f"the app may open {self.app_peak} connections ({self.formula}) > max_user_connections="
+                f"{where}the app may open {self.app_peak} connections ({self.formula}) > max_user_connections="
                 f"{self.max_user_connections} for its user. Lower workers or POOL_SIZE, or raise the user's limit"
             )
         return found
@@ -120,8 +122,35 @@ def read_server_limits(connect_kwargs: dict[str, Any]) -> tuple[int, int, int]:
 
 def check(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
           reload_overlap: bool = True, reserve: int = 10) -> Budget:
-    max_connections, max_user, connected = read_server_limits(connect_kwargs)
-    return Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected)
+    """The budget of the first server that answers (see check_each for a host list)."""
+    budgets, failures = check_each(connect_kwargs, workers=workers, pool_size=pool_size, hosts=hosts,
+                                   reload_overlap=reload_overlap, reserve=reserve)
+    if not budgets:
+        raise failures[0][1]
+    return budgets[0]
+
+
+def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
+               reload_overlap: bool = True, reserve: int = 10) -> tuple[list[Budget], list[tuple[str, Exception]]]:
+    """One budget per server of the URL's host list, and the servers that did not answer. With failover, any server
+    may end up holding every connection of the app, so each must fit the whole budget on its own."""
+    from .pymysql_driver import parse_hosts
+
+    servers = parse_hosts(str(connect_kwargs.get("host") or "localhost"), int(connect_kwargs.get("port") or 3306))
+    if connect_kwargs.get("unix_socket") or len(servers) == 1:
+        max_connections, max_user, connected = read_server_limits(connect_kwargs)
+        return [Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected)], []
+    budgets: list[Budget] = []
+    failures: list[tuple[str, Exception]] = []
+    for host, port in servers:
+        label = f"{host}:{port}"
+        try:
+            limits = read_server_limits({**connect_kwargs, "host": host, "port": port})
+        except pymysql.err.MySQLError as exc:
+            failures.append((label, exc))
+            continue
+        budgets.append(Budget(hosts, workers, pool_size, reload_overlap, reserve, *limits, server=label))
+    return budgets, failures
 
 
 def main(argv: list[str] | None = None) -> int:

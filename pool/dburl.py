@@ -55,13 +55,21 @@ def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]
                     "(write it as %25)", source)
     user, _, password = userinfo.partition(":")
 
-    host, port = _split_host_port(hostport, source)
+    # A host list (h1:3306,h2:3306) for failover: the pool's driver tries them in order.
+    hosts = [_split_host_port(part, source) for part in hostport.split(",")] if hostport else [("", None)]
+    if len(hosts) > 1 and not all(h for h, _ in hosts):
+        raise _fail("has an empty host in its host list", source)
+    host, port = hosts[0]
     path, query = path_part, query_part
     database = unquote(path.lstrip("/"))
     if "/" in database:
         raise _fail("has more than one '/' after the host; the path is the database name alone", source)
 
     options = dict(parse_qsl(query, keep_blank_values=True))
+    if len(hosts) > 1:
+        # One string, as Django's HOST holds it; pool.pymysql_driver.parse_hosts splits it again.
+        host = ",".join(f"[{h}]:{p or 3306}" if ":" in h else f"{h}:{p or 3306}" for h, p in hosts)
+        port = None
     kwargs: dict[str, Any] = {"host": host or "localhost", "user": unquote(user), "password": unquote(password),
                               "database": database}
     if port is not None:

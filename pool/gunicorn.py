@@ -65,27 +65,36 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
     if start_without_database is None:
         start_without_database = _env_flag("POOL_START_WITHOUT_DATABASE")
     try:
-        result = budget.check(kwargs, workers=server.cfg.workers, pool_size=config.size, hosts=hosts, reserve=reserve)
+        results, unreachable = budget.check_each(kwargs, workers=server.cfg.workers, pool_size=config.size,
+                                                 hosts=hosts, reserve=reserve)
     except pymysql.err.MySQLError as exc:
-        cause = describe_connect_failure(exc, kwargs)
+        results, unreachable = [], [("", exc)]
+    if not results:
+        cause = describe_connect_failure(unreachable[0][1], kwargs)
         if not start_without_database:
             sys.exit(f"refusing to start: {cause}. Fix DATABASE_URL or the server, or set "
                      f"POOL_START_WITHOUT_DATABASE=1 to serve anyway (requests fail until the database answers)")
         server.log.warning("pool: starting without the database (POOL_START_WITHOUT_DATABASE=1): %s; connection "
                            "budget not checked", cause)
         return None
-    for problem in result.problems:
-        if strict:
-            sys.exit(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
-        server.log.warning("connection budget: %s", problem)
-    if not result.problems:
-        server.log.info("connection budget fits: %d needed (%s + reserve %d) of max_connections=%d", result.needed,
-                        result.formula, result.reserve, result.max_connections)
-    _startup_budget = (result, strict)
-    return result
+    for label, exc in unreachable:
+        # A failover list may start with a node down; the pool skips it until it answers.
+        server.log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked",
+                           label, describe_connect_failure(exc, {**kwargs, "host": label, "port": ""}))
+    for result in results:
+        for problem in result.problems:
+            if strict:
+                sys.exit(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
+            server.log.warning("connection budget: %s", problem)
+        if not result.problems:
+            server.log.info("connection budget fits%s: %d needed (%s + reserve %d) of max_connections=%d",
+                            f" on {result.server}" if result.server else "", result.needed, result.formula,
+                            result.reserve, result.max_connections)
+    _startup_budget = (results, strict)
+    return results[0]
 
 
-_startup_budget: tuple[budget.Budget, bool] | None = None
+_startup_budget: tuple[list[budget.Budget], bool] | None = None
 
 
 def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
@@ -93,9 +102,9 @@ def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None
     start (no I/O in the arbiter's signal path). Over budget: a warning, or in strict mode the increase is refused."""
     if old_value is None or _startup_budget is None or new_value <= old_value:
         return
-    start, strict = _startup_budget
-    grown = dataclasses.replace(start, workers=new_value)
-    for problem in grown.problems:
+    at_start, strict = _startup_budget
+    problems = [p for start in at_start for p in dataclasses.replace(start, workers=new_value).problems]
+    for problem in problems:
         if strict:
             # Through the private attribute: the num_workers setter would call this hook again.
             server._num_workers = old_value
@@ -108,7 +117,8 @@ def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None
 def describe_connect_failure(exc: BaseException, kwargs: dict[str, Any]) -> str:
     """One line on why the database refused, naming the part of DATABASE_URL to look at (never the password)."""
     code = exc.args[0] if getattr(exc, "args", None) and isinstance(exc.args[0], int) else None
-    where = kwargs.get("unix_socket") or f"{kwargs.get('host')}:{kwargs.get('port', 3306)}"
+    port = kwargs.get("port", 3306)
+    where = kwargs.get("unix_socket") or (f"{kwargs.get('host')}:{port}" if port else str(kwargs.get("host")))
     if code == 1045:
         return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
     if code == 1049:

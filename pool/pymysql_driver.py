@@ -14,6 +14,7 @@ import ssl as _ssl
 import struct
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -47,6 +48,17 @@ log = logging.getLogger("pool")
 # A statement that may change the current database, which no reset puts back by itself.
 _USE_TEXT = re.compile(r"\bUSE\b", re.IGNORECASE)
 _USE_BYTES = re.compile(rb"\bUSE\b", re.IGNORECASE)
+
+# A host that failed is skipped this long, doubling per failure up to the cap, so that a dead node costs one attempt
+# per back-off and not one per connect (a blackholed host would cost connect_timeout each time).
+HOST_BACKOFF_FIRST = 1.0
+HOST_BACKOFF_CAP = 10.0
+
+# One round trip on a new connection to a host list: is this a Galera node, and is it usable? A node that lost quorum
+# still answers SELECT 1 but fails table queries with 1047; only wsrep_ready=ON and state 4 (Synced) will do.
+_GALERA_READINESS = ("SELECT @@wsrep_on, (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                     "WHERE VARIABLE_NAME = 'WSREP_READY'), (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                     "WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE')")
 
 _TRACKING_ON = "SET SESSION session_track_state_change = ON"
 # An OK packet without a change: clears the sticky state-changed flag left by the set-up statements before it.
@@ -353,6 +365,11 @@ class PyMySQLDriver:
         self.autocommit = bool(kwargs["autocommit"])
         self._disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
         self._extra_is_disconnect = is_disconnect
+        self.hosts = parse_hosts(str(kwargs.get("host") or "localhost"), int(kwargs.get("port") or 3306))
+        if kwargs.get("unix_socket"):
+            self.hosts = self.hosts[:1]
+        self._host_failures: dict[tuple[str, int], int] = {}
+        self._host_retry_at: dict[tuple[str, int], float] = {}
         self.charset = kwargs["charset"]
         self.collation = kwargs.get("collation")
         self.track_session_state = track_session_state
@@ -374,11 +391,54 @@ class PyMySQLDriver:
     @property
     def target(self) -> str:
         kwargs = self._kwargs
-        where = kwargs.get("unix_socket") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 3306)}"
+        where = kwargs.get("unix_socket") or ",".join(_host_label(host) for host in self.hosts)
         return f"{kwargs.get('user')}@{where}/{kwargs.get('database', '')}"
 
+    def _open(self) -> PooledConnection:
+        if len(self.hosts) == 1:
+            return PooledConnection(**self._kwargs)
+        return self._open_first_ready_host()
+
+    def _open_first_ready_host(self) -> PooledConnection:
+        """Hosts in the order given; one that failed is skipped for its back-off, unless every host is backing off,
+        then the one whose back-off ends first is tried. A Galera node must be ready and synced."""
+        now = time.monotonic()
+        ready = [h for h in self.hosts if self._host_retry_at.get(h, 0.0) <= now]
+        order = ready or sorted(self.hosts, key=lambda h: self._host_retry_at.get(h, 0.0))[:1]
+        failures: list[str] = []
+        for host in order:
+            conn: PooledConnection | None = None
+            try:
+                conn = PooledConnection(**{**self._kwargs, "host": host[0], "port": host[1]})
+                problem = _galera_problem(conn)
+                if problem:
+                    raise pymysql.err.OperationalError(1047, problem)
+            except (MySQLError, OSError) as exc:
+                if conn is not None:
+                    conn.pool_abort()
+                self._host_failed(host, exc)
+                failures.append(f"{_host_label(host)}: {_describe(exc)}")
+                continue
+            if self._host_failures.pop(host, 0):
+                self._host_retry_at.pop(host, None)
+                log.warning("pool for %s: host %s answers again", self.target, _host_label(host))
+            return conn
+        skipped = len(self.hosts) - len(order)
+        raise pymysql.err.OperationalError(
+            2003, "no host of the list could be used (" + "; ".join(failures)
+            + (f"; {skipped} more backing off after earlier failures" if skipped else "") + ")")
+
+    def _host_failed(self, host: tuple[str, int], exc: BaseException) -> None:
+        failures = self._host_failures.get(host, 0) + 1
+        self._host_failures[host] = failures
+        delay = min(HOST_BACKOFF_CAP, HOST_BACKOFF_FIRST * 2 ** (failures - 1))
+        self._host_retry_at[host] = time.monotonic() + delay
+        if failures == 1:
+            log.warning("pool for %s: host %s failed (%s); skipped while it keeps failing, retried after %gs and "
+                        "then less often", self.target, _host_label(host), _describe(exc), delay)
+
     def connect(self) -> PooledConnection:
-        conn = PooledConnection(**self._kwargs)
+        conn = self._open()
         try:
             if self.track_session_state and conn.client_flag & CLIENT.SESSION_TRACK:
                 # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
@@ -502,6 +562,50 @@ class PyMySQLDriver:
         object.__setattr__(handle, "_conn", None)
         if conn._pool_cursors:
             conn.pool_revoke_cursors()
+
+
+def parse_hosts(host: str, default_port: int) -> list[tuple[str, int]]:
+    """`h1:3306,h2,[::1]:3307` (Django's HOST, or the host part of DATABASE_URL) as (host, port) pairs."""
+    found: list[tuple[str, int]] = []
+    for part in (p.strip() for p in host.split(",")):
+        if not part:
+            continue
+        if part.startswith("["):
+            name, _, rest = part[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif part.count(":") == 1:
+            name, _, port = part.partition(":")
+        else:
+            name, port = part, ""
+        found.append((name, int(port) if port.isdigit() else default_port))
+    return found or [("localhost", default_port)]
+
+
+def _host_label(host: tuple[str, int]) -> str:
+    name, port = host
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
+def _describe(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _galera_problem(conn: PooledConnection) -> str | None:
+    """Why this node must not be used (a Galera node not ready or not synced), or None."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_GALERA_READINESS)
+            wsrep_on, ready, state = cur.fetchone()
+    except MySQLError:
+        return None  # MySQL has no @@wsrep_on: not Galera
+    if not wsrep_on:
+        return None
+    if str(ready).upper() != "ON" or str(state) != "4":
+        return f"Galera node not usable: wsrep_ready={ready}, wsrep_local_state={state} (4 is Synced)"
+    return None
 
 
 def install_as_mysqldb() -> None:

@@ -178,9 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         conf_workers, conf_size = read_gunicorn_conf(args.conf)
         workers = conf_workers if workers is None else workers
         pool_size = conf_size if pool_size is None else pool_size
-    result = check(parse_database_url(args.database_url), workers=workers, pool_size=pool_size, hosts=args.hosts,
-                   reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
-    print(result.table())
-    for problem in result.problems:
+    results, unreachable = check_each(parse_database_url(args.database_url), workers=workers, pool_size=pool_size,
+                                      hosts=args.hosts, reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    if not results:
+        raise unreachable[0][1]
+    problems = []
+    for result in results:
+        if result.server:
+            print(f"server {result.server}")
+        print(result.table())
+        problems += result.problems
+    for label, exc in unreachable:
+        print(f"server {label}: not answering ({exc}); not checked")
+    for problem in problems:
         print(f"over budget: {problem}")
-    return 1 if result.problems else 0
+    return 1 if problems or unreachable else 0

@@ -180,3 +180,12 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def scalar(conn: Any, sql: str) -> Any:
+    """The first column of the first row of `sql` on `conn` (None without rows)."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row[0] if row else None
+

@@ -184,24 +184,26 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         try:
             ok = super()._read_ok_packet()
         except MySQLError as exc:
-            # An error packet read whole leaves the protocol in step; a lost or garbled one does not.
-            if not _is_disconnect_code(exc):
-                self._pool_in_flight = False
+            self._pool_answered(exc)
             raise
-        self._pool_in_flight = False
-        self._pool_status_seen |= self.server_status
+        self._pool_answered(None)
         return ok
 
     def _read_query_result(self, unbuffered: bool = False) -> Any:
         try:
             rows = super()._read_query_result(unbuffered=unbuffered)
         except MySQLError as exc:
-            if not _is_disconnect_code(exc):
-                self._pool_in_flight = False
+            self._pool_answered(exc)
             raise
-        self._pool_in_flight = False
-        self._pool_status_seen |= self.server_status
+        self._pool_answered(None)
         return rows
+
+    def _pool_answered(self, error: MySQLError | None) -> None:
+        # An error packet read whole leaves the protocol in step; a lost or garbled answer does not.
+        if error is None or not _is_disconnect_code(error):
+            self._pool_in_flight = False
+        if error is None:
+            self._pool_status_seen |= self.server_status
 
     # These two read their answer without going through the readers above.
     def show_warnings(self) -> Any:

@@ -26,13 +26,6 @@ from pool import ConnectionPool, ConnectionReturned, PoolConfig
 pytestmark = pytest.mark.slow
 
 
-def scalar(conn: Any, sql: str) -> Any:
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        row = cur.fetchone()
-        return row[0] if row else None
-
-
 # -- 1. a connection still read by another greenlet when it is taken back ------------------------------------------
 
 IN_USE_ELSEWHERE_SCRIPT = """

@@ -15,20 +15,13 @@ import pytest
 from harness.mariadb import APP_PASSWORD, PrivateMariaDB
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
-from harness.tools import ConnectionMonitor, run_script, wait_until
+from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 
 
 def connection_id(conn: pymysql.connections.Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT CONNECTION_ID()")
         return int(cur.fetchone()[0])
-
-
-def scalar(conn: pymysql.connections.Connection, sql: str) -> Any:
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        row = cur.fetchone()
-        return row[0] if row else None
 
 
 GEVENT_BOUND_SCRIPT = """

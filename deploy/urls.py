@@ -3,6 +3,7 @@ from django.urls import path
 from deploy.shop import views
 
 urlpatterns = [
+    path("", views.status_page),
     path("products/", views.product_list),
     path("products/<int:product_id>/", views.product_detail),
     path("orders/", views.place_order),

@@ -275,7 +275,7 @@ def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, An
             directory.watch()
         server = directory.server_count()
         if server is not None:
-            server = {**server, "age_s": round(max(0.0, now - server.pop("at")), 1)}
+            server["age_s"] = round(max(0.0, now - server.pop("at")), 1)
         elif watch:
             server = {"pending": True}
     return {

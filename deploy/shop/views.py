@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from pool import workerstats
 from pool.django import returning_connections
 from pool.django.base import pools
 
@@ -134,13 +136,30 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok"})
 
 
+# Operator endpoints take no pool connection (non-atomic, no query): a saturated pool is when people look.
+
+
+@require_GET
 @transaction.non_atomic_requests
 def pool_stats(request: HttpRequest) -> JsonResponse:
-    """This worker's pools: `pid`, `size`, `in_use`, `idle`, `waiting` and every other counter, per alias."""
-    connections["default"]  # noqa: B018 - make sure the default alias exists before listing pools
+    """Every worker's pools (`workers`, each with its `pid`), their figures added up (`total`), the budget, and with
+    `?db=1` the server's connection count for the app user (`server`, counted by one worker while someone asks).
+    At the top level, as before: the answering worker's `pid`, its default pool's figures and its pools by alias."""
     by_alias = {alias: pool.stats() for alias, pool in pools().items()}
-    default = by_alias.get("default", {})
-    return JsonResponse({"pid": os.getpid(), **default, "pools": by_alias})
+    everyone = workerstats.overview(workerstats.StatsDir.from_env(), watch=request.GET.get("db") == "1")
+    return JsonResponse({"pid": os.getpid(), **by_alias.get("default", {}), "pools": by_alias, **everyone})
+
+
+_STATUS_PAGE = Path(__file__).resolve().parent.parent / "static" / "status.html"
+
+
+@require_GET
+@transaction.non_atomic_requests
+def status_page(request: HttpRequest) -> HttpResponse:
+    """The status page: a static page that reads /-/pool?db=1 every second."""
+    response = HttpResponse(_STATUS_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 @transaction.non_atomic_requests  # a scrape must not hold a connection (ATOMIC_REQUESTS would open one)

@@ -2,16 +2,20 @@
 
 While a test runs, the master (or the local runner) polls the database server and counts the app user's
 connections. At the end it prints peak and mean against the budget, writes them beside locust's CSV and into its HTML
-report, and makes locust exit non-zero when the peak went over.
+report, and makes locust exit non-zero when the peak went over. In the web UI it draws them live, against the budget.
 
 The budget is hosts x workers x pool size, read from gunicorn.conf.py (with the same POOL_*/WEB_WORKERS environment
 gunicorn sees), so there is no second copy of the numbers to drift.
+
+Where it counts: --db-url, else DATABASE_URL, else the private MariaDB of a kit that `scripts/serve` runs on this
+machine for the --host being loaded (run/serve.json). Without any of them it says so in one line and the load runs
+uncounted; --budget-required makes that a failure.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,14 +25,13 @@ from urllib.parse import urlsplit
 
 import gevent
 from locust import events
-
-from pool.budget import count_app_connections
 from locust.runners import LocalRunner, MasterRunner
 
-log = logging.getLogger("loadtest.budget")
 ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL = 0.25
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The web UI's chart gets at most this many points (each the peak of its stretch of samples), however long the run.
+CHART_POINTS = 600
 
 
 @events.init_command_line_parser.add_listener
@@ -38,9 +41,12 @@ def _add_arguments(parser: Any) -> None:
     parser.add_argument("--budget-hosts", type=int, default=1, env_var="KIT_BUDGET_HOSTS",
                         help="app hosts sharing the database (budget = hosts x workers x pool size)")
     parser.add_argument("--db-url", default="", env_var="KIT_MONITOR_DATABASE_URL",
-                        help="where to count connections (default: DATABASE_URL); the app's own credentials suffice")
+                        help="where to count connections (default: DATABASE_URL, else the database of a kit that "
+                             "scripts/serve runs here); the app's own credentials suffice")
     parser.add_argument("--app-user", default="", env_var="KIT_APP_DB_USER",
-                        help="the database user whose connections are counted (default: DATABASE_URL's user)")
+                        help="the database user whose connections are counted (default: the URL's user)")
+    parser.add_argument("--budget-required", action="store_true", default=False, env_var="KIT_BUDGET_REQUIRED",
+                        help="fail the run when the gate cannot count (by default it says so and the load runs)")
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Verdict:
     pool_size: int
     hosts: int
     samples: list[tuple[float, int]] = field(default_factory=list)
+    where: str = ""
+    not_counted: str = ""  # why no sample could be taken, when none was
 
     @property
     def peak(self) -> int:
@@ -60,13 +68,28 @@ class Verdict:
         return sum(n for _, n in self.samples) / len(self.samples) if self.samples else 0.0
 
     @property
+    def counted(self) -> bool:
+        return bool(self.samples)
+
+    @property
     def over(self) -> bool:
         return self.peak > self.budget
 
+    @property
+    def formula(self) -> str:
+        return f"{self.hosts} host(s) x {self.workers} workers x pool {self.pool_size}"
+
     def summary(self) -> str:
+        if not self.counted:
+            return f"db connections: not counted ({self.not_counted}); budget {self.budget} = {self.formula}"
         verdict = "OVER BUDGET" if self.over else "within budget"
         return (f"db connections: peak {self.peak}, mean {self.mean:.1f} over {len(self.samples)} samples; budget "
-                f"{self.budget} = {self.hosts} host(s) x {self.workers} workers x pool {self.pool_size}: {verdict}")
+                f"{self.budget} = {self.formula}: {verdict}")
+
+    def chart(self) -> list[tuple[float, int]]:
+        """The samples thinned to at most CHART_POINTS, keeping each stretch's peak (a spike must not vanish)."""
+        step = max(1, -(-len(self.samples) // CHART_POINTS))
+        return [max(self.samples[i:i + step], key=lambda s: s[1]) for i in range(0, len(self.samples), step)]
 
 
 def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int]:
@@ -77,21 +100,72 @@ def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int]:
     return hosts * workers * size, workers, size
 
 
-def monitor_target(options: Any) -> tuple[dict[str, Any], str]:
+# -- where to count --------------------------------------------------------------------------------------------------
+
+def serve_state_path() -> Path:
+    """Where deploy/serve.py (scripts/serve) leaves the private database's URL: keep in step with it."""
+    return Path(os.environ.get("KIT_RUN_DIR") or ROOT / "run") / "serve.json"
+
+
+def _port_of(address: str) -> int | None:
+    if address.startswith(("unix:", "fd://")):
+        return None
+    _, _, port = address.rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def _from_serve_state(host: str | None) -> tuple[str, str] | str:
+    """(url, where) of the kit scripts/serve runs for `host`, or why there is none."""
+    path = serve_state_path()
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        url, binds, pid = state["database_url"], list(state["bind"]), int(state["pid"])
+    except FileNotFoundError:
+        return f"no DATABASE_URL, and no kit started by scripts/serve on this machine ({path} not found)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"no DATABASE_URL, and {path} is unreadable ({type(exc).__name__})"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"no DATABASE_URL, and {path} is left from a scripts/serve that is no longer running"
+    except PermissionError:
+        pass
+    target = urlsplit(host or "")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    if host and port not in {_port_of(b) for b in binds}:
+        return f"no DATABASE_URL, and the kit scripts/serve runs here serves {', '.join(binds)}, not {host}"
+    return url, f"the private MariaDB scripts/serve started for {', '.join(binds)}; from {path}"
+
+
+def find_database(options: Any, host: str | None) -> tuple[dict[str, Any], str, str] | str:
+    """(connect kwargs, user to count, where) for the gate, or a one-line reason why it cannot count."""
     from pool.dburl import parse_database_url
+    from pool.errors import ConfigError
 
-    url = options.db_url or os.environ.get("DATABASE_URL", "")
-    if not url:
-        raise SystemExit("the budget gate needs DATABASE_URL (or --db-url) to count the app's connections")
-    kwargs = parse_database_url(url)
-    kwargs.pop("options", None)
+    if options.db_url:
+        url, source, where = options.db_url, "--db-url", "from --db-url"
+    elif os.environ.get("DATABASE_URL"):
+        url, source, where = os.environ["DATABASE_URL"], "DATABASE_URL", "from DATABASE_URL"
+    else:
+        found = _from_serve_state(host)
+        if isinstance(found, str):
+            return found
+        (url, where), source = found, "run/serve.json"
+    try:
+        kwargs = parse_database_url(url, source=source)
+    except ConfigError as exc:
+        return str(exc)
     user = options.app_user or kwargs["user"]
-    return kwargs, user
+    server = kwargs.get("unix_socket") or f"{kwargs['host']}:{kwargs.get('port', 3306)}"
+    return kwargs, user, f"the connections of {user!r} on {server} ({where})"
 
+
+# -- the gate --------------------------------------------------------------------------------------------------------
 
 class _Gate:
     def __init__(self) -> None:
         self.verdicts: list[Verdict] = []
+        self._current: Verdict | None = None  # the run under way
         self._poller: gevent.Greenlet | None = None
 
     def start(self, environment: Any) -> None:
@@ -99,30 +173,49 @@ class _Gate:
         budget, workers, size = read_budget(options.budget_conf, options.budget_hosts)
         verdict = Verdict(budget, workers, size, options.budget_hosts)
         self.verdicts.append(verdict)
-        kwargs, user = monitor_target(options)
+        self._current = verdict
+        found = find_database(options, environment.host)
+        if isinstance(found, str):
+            verdict.not_counted = found
+            required = "" if options.budget_required else " The load runs uncounted (--budget-required to fail)."
+            _say(f"budget gate: cannot count: {found}. Set DATABASE_URL to the app's database.{required}")
+            return
+        kwargs, user, verdict.where = found
+        _say(f"budget gate: counting {verdict.where}; budget {budget} = {verdict.formula}")
         self._poller = gevent.spawn(self._poll, kwargs, user, verdict)
 
     def _poll(self, kwargs: dict[str, Any], user: str, verdict: Verdict) -> None:
         import pymysql
 
-        conn = pymysql.connect(**kwargs, autocommit=True, connect_timeout=5, read_timeout=10)
+        from pool.budget import connect_monitor, count_app_connections
+
+        try:
+            conn = connect_monitor(kwargs)
+        except pymysql.err.MySQLError as exc:
+            verdict.not_counted = f"cannot connect to count {verdict.where}: {exc.args[-1] if exc.args else exc}"
+            _say(f"budget gate: {verdict.not_counted}")
+            return
         started = time.monotonic()
         try:
             with conn.cursor() as cursor:
                 while True:
                     verdict.samples.append((time.monotonic() - started, count_app_connections(cursor, user)))
                     gevent.sleep(POLL_INTERVAL)
+        except pymysql.err.MySQLError as exc:
+            # The samples so far stand; the verdict says counting stopped.
+            verdict.not_counted = f"counting stopped: {exc.args[-1] if exc.args else exc}"
+            _say(f"budget gate: {verdict.not_counted}")
         finally:
             conn.close()
 
     def stop(self, environment: Any) -> None:
-        if self._poller is None:
+        verdict, self._current = self._current, None
+        if verdict is None:  # locust may report a stop twice
             return
-        self._poller.kill(block=True, timeout=5)
-        self._poller = None
-        verdict = self.verdicts[-1]
-        log.info(verdict.summary())
-        print(verdict.summary(), flush=True)
+        if self._poller is not None:
+            self._poller.kill(block=True, timeout=5)
+            self._poller = None
+        _say(verdict.summary())
         options = environment.parsed_options
         if getattr(options, "csv_prefix", None):
             self._write_csv(options.csv_prefix, verdict)
@@ -136,8 +229,34 @@ class _Gate:
         with open(f"{prefix}_db_connections_summary.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["peak", "mean", "samples", "budget", "workers", "pool_size", "hosts", "verdict"])
+            outcome = ("over" if verdict.over else "ok") if verdict.counted else "not counted"
             writer.writerow([verdict.peak, f"{verdict.mean:.2f}", len(verdict.samples), verdict.budget,
-                             verdict.workers, verdict.pool_size, verdict.hosts, "over" if verdict.over else "ok"])
+                             verdict.workers, verdict.pool_size, verdict.hosts, outcome])
+
+    def report(self) -> dict[str, Any]:
+        """What the web UI's chart shows: the latest run's samples against its budget, and its verdict once over."""
+        latest = self.verdicts[-1] if self.verdicts else None
+        runs = [{"peak": v.peak, "mean": round(v.mean, 2), "budget": v.budget, "over": v.over, "counted": v.counted}
+                for v in self.verdicts]
+        if latest is None:
+            return {"state": "waiting", "runs": runs, "now": None}
+        finished = self._current is None
+        counting = self._poller is not None and not self._poller.dead
+        return {
+            "state": "counting" if counting else ("finished" if finished and latest.counted else "not counted"),
+            "where": latest.where, "reason": latest.not_counted,
+            "budget": latest.budget, "formula": latest.formula,
+            "samples": [[round(t, 2), n] for t, n in latest.chart()],
+            "now": latest.samples[-1][1] if latest.samples else None,
+            "peak": latest.peak if latest.counted else None,
+            "verdict": latest.summary() if finished else None,
+            "over": latest.over if finished and latest.counted else None,
+            "runs": runs,
+        }
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 _gate = _Gate()
@@ -157,13 +276,31 @@ def _on_init(environment: Any, **_: Any) -> None:
     options = environment.parsed_options
     if options is not None and options.headless and not options.run_time and not options.worker:
         raise SystemExit("give --run-time (-t) in headless mode, so the load stops by itself")
-    if environment.web_ui is not None:
-        @environment.web_ui.app.route("/db-connections")
-        def _db_connections() -> dict[str, Any]:
-            latest = _gate.verdicts[-1] if _gate.verdicts else None
-            return {"runs": [{"peak": v.peak, "mean": round(v.mean, 2), "budget": v.budget, "over": v.over}
-                             for v in _gate.verdicts],
-                    "now": latest.samples[-1][1] if latest and latest.samples else None}
+    if environment.web_ui is not None and _polls_here(environment):
+        _add_to_web_ui(environment.web_ui, (getattr(options, "web_base_path", "") or "").rstrip("/"))
+
+
+def _add_to_web_ui(web_ui: Any, base: str) -> None:
+    from flask import Response, jsonify, request
+
+    panel = Path(__file__).with_name("_panel.js")
+
+    @web_ui.app.route(f"{base}/db-connections")
+    def _db_connections() -> Any:
+        return jsonify(_gate.report())
+
+    @web_ui.app.route(f"{base}/db-connections/panel.js")
+    def _panel_js() -> Any:
+        return Response(panel.read_text(encoding="utf-8"), mimetype="application/javascript")
+
+    @web_ui.app.after_request
+    def _with_panel(response: Any) -> Any:
+        # locust's page is a built React app with a fixed set of charts: the chart of server connections is a panel
+        # of its own, added beside the app's root rather than inside it, so the app's updates never touch it.
+        if request.endpoint == "locust.index" and response.mimetype == "text/html":
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace("</body>", '<script src="./db-connections/panel.js"></script></body>', 1))
+        return response
 
 
 @events.test_start.add_listener
@@ -190,12 +327,16 @@ def _on_quitting(environment: Any, **_: Any) -> None:
         print(f"FAILED: the app's database connections went over budget: {over[-1].summary()}. Lower POOL_SIZE or "
               f"WEB_WORKERS, or look for connections opened outside the pool.", flush=True)
         environment.process_exit_code = 1
+    elif environment.parsed_options.budget_required and not all(v.counted for v in _gate.verdicts):
+        print(f"FAILED: --budget-required, and the gate could not count: {_gate.verdicts[-1].not_counted}",
+              flush=True)
+        environment.process_exit_code = 1
 
 
 def _append_to_html(path: str, verdicts: list[Verdict]) -> None:
     rows = "".join(
-        f"<tr><td>{v.peak}</td><td>{v.mean:.1f}</td><td>{v.budget} ({v.hosts} x {v.workers} x {v.pool_size})</td>"
-        f"<td>{'OVER' if v.over else 'ok'}</td></tr>" for v in verdicts
+        f"<tr><td>{v.peak if v.counted else '-'}</td><td>{v.mean:.1f}</td><td>{v.budget} ({v.formula})</td>"
+        f"<td>{('OVER' if v.over else 'ok') if v.counted else 'not counted'}</td></tr>" for v in verdicts
     )
     section = (
         '<section id="db-connections" style="font-family:sans-serif;padding:1em">'

@@ -2,6 +2,8 @@
 
     KIT_CHAOS_DATABASE_URL=mysql://root:pw@127.0.0.1:3306/ locust -f loadtest/ Reader ChaosUser ...
 
+It is `opt_in`: it runs only when named, never in the default mix.
+
 It needs an account allowed to KILL other users' threads (root, or CONNECTION ADMIN), on a loopback server only. It
 stops by itself after KIT_CHAOS_MAX_KILLS kills (default 20). The pool must drop the victims, refill, and lose no slot;
 only requests that were using a victim at that moment may fail.
@@ -14,6 +16,7 @@ import random
 from typing import Any
 
 import _budget  # noqa: F401 - the connection budget gate, shared by every scenario
+import _mix  # noqa: F401 - the default mix when no class is named
 from locust import User, constant, events, task
 
 MAX_KILLS = int(os.environ.get("KIT_CHAOS_MAX_KILLS", "20"))
@@ -27,6 +30,7 @@ def _report(environment: Any, **_: Any) -> None:
 
 
 class ChaosUser(User):
+    opt_in = True
     wait_time = constant(1.0)
     fixed_count = 1  # one chaos monkey, whatever -u says
 
@@ -40,7 +44,10 @@ class ChaosUser(User):
         kwargs.pop("options", None)
         if kwargs.get("host") not in _budget.LOOPBACK and "unix_socket" not in kwargs:
             raise SystemExit("ChaosUser only kills connections on a loopback server")
-        self.app_user = os.environ.get("KIT_APP_DB_USER") or parse_database_url(os.environ["DATABASE_URL"])["user"]
+        app_url = os.environ.get("DATABASE_URL", "")
+        self.app_user = os.environ.get("KIT_APP_DB_USER") or (parse_database_url(app_url)["user"] if app_url else "")
+        if not self.app_user:
+            raise SystemExit("ChaosUser needs DATABASE_URL or KIT_APP_DB_USER to know whose connections to kill")
         import pymysql
 
         self.admin = pymysql.connect(**kwargs, autocommit=True, connect_timeout=5, read_timeout=10)

@@ -1,4 +1,6 @@
-"""Users of the demo shop. Pick them by class name: `locust -f loadtest/ Reader Writer --host http://127.0.0.1:8000`.
+"""Users of the demo shop. With no class named, `locust -f loadtest/` runs the default mix: Reader, NewConnectionReader,
+Writer and ReportUser in the proportions of their weights. The others are `opt_in`: name them to run them, e.g.
+`locust -f loadtest/ SpikeUser --host http://127.0.0.1:8000` (see _mix.py).
 
 Keep-alive users reuse one HTTP connection; the NewConnection* users send `Connection: close`, so each request is a
 new TCP connection and a new greenlet in gunicorn (nginx without upstream keep-alive behaves like this).
@@ -9,6 +11,7 @@ from __future__ import annotations
 import random
 
 import _budget  # noqa: F401 - the connection budget gate, shared by every scenario
+import _mix  # noqa: F401 - the default mix when no class is named
 from locust import FastHttpUser, between, constant, task
 
 PRODUCTS = 100
@@ -24,6 +27,7 @@ def _ok_or_busy(response) -> None:  # type: ignore[no-untyped-def]
 class Reader(FastHttpUser):
     """Browses: product list and product pages, over keep-alive."""
 
+    weight = 5
     wait_time = between(0.05, 0.2)
 
     @task(3)
@@ -38,6 +42,8 @@ class Reader(FastHttpUser):
 class NewConnectionReader(Reader):
     """Reader with a new HTTP connection per request."""
 
+    weight = 1
+
     @task(3)
     def detail(self) -> None:
         self.client.get(f"/products/{random.randint(1, PRODUCTS)}/", name="/products/[id]/", headers=CLOSE)
@@ -50,6 +56,7 @@ class NewConnectionReader(Reader):
 class Writer(FastHttpUser):
     """Places orders: SELECT ... FOR UPDATE, UPDATE and INSERT in one transaction (ATOMIC_REQUESTS)."""
 
+    weight = 2
     wait_time = between(0.1, 0.5)
 
     @task
@@ -64,6 +71,7 @@ class Writer(FastHttpUser):
 class ReportUser(FastHttpUser):
     """Runs the DB-bound report: each request holds a connection ~20 ms on the server."""
 
+    weight = 2
     wait_time = between(0.1, 0.3)
 
     @task
@@ -75,6 +83,7 @@ class SpikeUser(FastHttpUser):
     """No think time on the DB-bound report: run far more of them than the pool can serve at once, e.g.
     `-u 600 -r 600`. Requests must wait or get 503 + Retry-After; the server must never answer 1040."""
 
+    opt_in = True
     wait_time = constant(0)
 
     @task
@@ -86,6 +95,7 @@ class SpikeUser(FastHttpUser):
 class SlowReportBench(FastHttpUser):
     """Benchmark user: closed loop on the 20 ms report, keep-alive."""
 
+    opt_in = True
     wait_time = constant(0)
 
     @task
@@ -96,6 +106,7 @@ class SlowReportBench(FastHttpUser):
 class SelectOneBench(FastHttpUser):
     """Benchmark user: closed loop on the SELECT 1 view, keep-alive."""
 
+    opt_in = True
     wait_time = constant(0)
 
     @task
@@ -106,6 +117,7 @@ class SelectOneBench(FastHttpUser):
 class SelectOneNewConnectionBench(FastHttpUser):
     """Benchmark user: closed loop on the SELECT 1 view, a new HTTP connection per request."""
 
+    opt_in = True
     wait_time = constant(0)
 
     @task

@@ -69,9 +69,10 @@ class PoolMetrics:
                 for name, gauge in self.gauges.items():
                     gauge.labels(pool.name).set(current[name])
                 for name, counter in self.counters.items():
+                    series = counter.labels(pool.name)  # exists from the first sync, at 0, so alerts can rate() it
                     delta = current[name] - last.get(name, 0)
                     if delta > 0:
-                        counter.labels(pool.name).inc(delta)
+                        series.inc(delta)
                     last[name] = current[name]
 
 

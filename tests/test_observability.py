@@ -81,3 +81,25 @@ def test_budget_command_reads_the_users_own_limit(site_db: PrivateMariaDB, db: P
         db.query("ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 0")
     assert out.returncode == 1
     assert "max_user_connections=15" in out.stdout
+
+
+@pytest.mark.slow
+def test_metrics_and_the_pool_view_carry_every_statistic_of_the_table(site_db: PrivateMariaDB) -> None:
+    import json
+
+    from pool import stats as S
+    from pool.metrics import metric_name
+
+    server = Gunicorn(site_db, WEB_WORKERS="1").start()
+    try:
+        assert server.get("/products/")[0] == 200
+        text = server.get("/metrics")[2].decode()
+        view = json.loads(server.get("/-/pool")[2])
+    finally:
+        server.stop()
+    for stat in S.TABLE:
+        assert stat.name in view, f"/-/pool lacks {stat.name}"
+        if stat.kind == "gauge":
+            metric(text, metric_name(stat.name))
+        elif stat.kind == "counter":
+            metric(text, metric_name(stat.name) + "_total")

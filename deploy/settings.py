@@ -61,6 +61,12 @@ if not _url:
         "DATABASE_URL=mysql://user:password@127.0.0.1:3306/name"
     )
 DATABASES = {"default": database_from_url(_url)}
+# A read replica: reads go there, writes and reads after a write to the primary (pool.django.routing); its own pool,
+# so its own budget. No ATOMIC_REQUESTS there: a request's transaction belongs on the primary.
+if os.environ.get("REPLICA_DATABASE_URL"):
+    DATABASES["replica"] = {**database_from_url(os.environ["REPLICA_DATABASE_URL"]), "ATOMIC_REQUESTS": False,
+                            "TEST": {"MIRROR": "default"}}
+    DATABASE_ROUTERS = ["pool.django.routing.PrimaryReplicaRouter"]
 
 # Baselines for the benchmarks: the same site on Django's stock MySQL backend (KIT_BASELINE=stock, with
 # KIT_CONN_MAX_AGE) or on django-db-connection-pool (KIT_BASELINE=dbcp, SQLAlchemy's QueuePool), so that every variant

@@ -155,6 +155,8 @@ def find_database(options: Any, host: str | None) -> tuple[dict[str, Any], str, 
         kwargs = parse_database_url(url, source=source)
     except ConfigError as exc:
         return str(exc)
+    if "," in kwargs["host"]:
+        return f"{source} lists several hosts; give --db-url for the one server to count on"
     user = options.app_user or kwargs["user"]
     server = kwargs.get("unix_socket") or f"{kwargs['host']}:{kwargs.get('port', 3306)}"
     return kwargs, user, f"the connections of {user!r} on {server} ({where})"

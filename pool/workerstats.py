@@ -13,6 +13,7 @@ Nothing here imports Django or gunicorn.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import logging
@@ -137,8 +138,6 @@ def make_private_dir() -> str:
         if os.getpid() == owner:  # forked workers run atexit handlers too
             shutil.rmtree(path, ignore_errors=True)
 
-    import atexit
-
     atexit.register(remove)
     return path
 
@@ -223,8 +222,6 @@ def start_publishing(directory: StatsDir, counter: ServerCounter) -> Any:
                 if str(exc) not in reported:  # once per distinct problem, not once a second
                     reported.add(str(exc))
                     log.warning("pool: cannot share this worker's pool figures in %s: %s", directory.path, exc)
-
-    import atexit
 
     atexit.register(counter.release)
     try:

@@ -46,6 +46,37 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
+def test_one_counter_at_a_time_and_only_while_watched(site_db: PrivateMariaDB, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers' counters, here in one process (an flock conflicts between two opens of the file, as between two
+    # processes), on real files and the real server.
+    from pool import workerstats
+
+    monkeypatch.setattr(workerstats, "WATCH_SECONDS", 0.5)
+    shared = workerstats.StatsDir(tmp_path)
+    shared.clear()
+    kwargs = site_db.app_connect_kwargs()
+    first, second = workerstats.ServerCounter(shared, kwargs), workerstats.ServerCounter(shared, kwargs)
+    try:
+        first.tick()
+        assert shared.server_count() is None, "nobody watches: no count, no connection"
+        shared.watch()
+        first.tick()
+        second.tick()  # the flock is taken: it neither connects nor writes
+        reading = shared.server_count()
+        assert reading is not None and reading["connections"] == site_db.app_connection_count() - 1  # not itself
+        assert first._conn is not None and second._conn is None
+        time.sleep(0.6)  # the watch lapses: the counter lets go of its connection and of the lock
+        first.tick()
+        assert first._conn is None
+        shared.watch()
+        second.tick()
+        assert second._conn is not None
+    finally:
+        first.release()
+        second.release()
+
+
 def test_every_worker_is_in_pool_stats_and_metrics_from_the_first_request(site_db: PrivateMariaDB,
                                                                           tmp_path: Path) -> None:
     stats_dir = tmp_path / "stats"

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import stats as S
 from .abc import Clock, Driver
+from .background import gevent_patched, start_background
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig
 
@@ -50,14 +51,9 @@ _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 1.0
 
 
-def _gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
 def _new_event() -> Any:
     # Chosen at wait time, not at import: a pool built before monkey-patching must still wait cooperatively after it.
-    if _gevent_patched():
+    if gevent_patched():
         from gevent.event import Event
 
         return Event()
@@ -180,12 +176,7 @@ class _Maintenance:
         self._pid = os.getpid()
         self._stopped = False
         self._wakeup = _new_event()
-        if _gevent_patched():
-            import gevent
-
-            gevent.spawn(self._run)
-        else:
-            threading.Thread(target=self._run, name=f"pool-maintenance-{pool.name}", daemon=True).start()
+        start_background(self._run, f"pool-maintenance-{pool.name}")
 
     def stop(self) -> None:
         self._stopped = True

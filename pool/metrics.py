@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import multiprocess
 
 from . import stats as S
+from .background import start_background
 from .core import ConnectionPool, all_pools
 
 PREFIX = "mysql_pool"
@@ -114,18 +115,7 @@ def start_background_sync(interval: float = 1.0) -> Any:
             metrics().sync(force=True)
             time.sleep(interval)
 
-    try:
-        from gevent import monkey
-
-        if monkey.is_module_patched("threading"):
-            import gevent
-
-            return gevent.spawn(loop)
-    except ImportError:
-        pass
-    thread = threading.Thread(target=loop, name="pool-metrics", daemon=True)
-    thread.start()
-    return thread
+    return start_background(loop, "pool-metrics")
 
 
 def doc_table() -> str:

@@ -20,11 +20,11 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from .background import start_background
 from .core import all_pools
 
 log = logging.getLogger("pool.workerstats")
@@ -224,18 +224,7 @@ def start_publishing(directory: StatsDir, counter: ServerCounter) -> Any:
                     log.warning("pool: cannot share this worker's pool figures in %s: %s", directory.path, exc)
 
     atexit.register(counter.release)
-    try:
-        from gevent import monkey
-
-        if monkey.is_module_patched("threading"):
-            import gevent
-
-            return gevent.spawn(loop)
-    except ImportError:
-        pass
-    thread = threading.Thread(target=loop, name="pool-workerstats", daemon=True)
-    thread.start()
-    return thread
+    return start_background(loop, "pool-workerstats")
 
 
 def add_up(snapshots: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

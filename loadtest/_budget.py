@@ -58,6 +58,7 @@ class Verdict:
     samples: list[tuple[float, int]] = field(default_factory=list)
     where: str = ""
     not_counted: str = ""  # why no sample could be taken, when none was
+    server: str = ""  # which server, when the run counts on more than one (a host list, a replica)
 
     @property
     def peak(self) -> int:
@@ -80,10 +81,11 @@ class Verdict:
         return f"{self.hosts} host(s) x {self.workers} workers x pool {self.pool_size}"
 
     def summary(self) -> str:
+        label = f"db connections on {self.server}" if self.server else "db connections"
         if not self.counted:
-            return f"db connections: not counted ({self.not_counted}); budget {self.budget} = {self.formula}"
+            return f"{label}: not counted ({self.not_counted}); budget {self.budget} = {self.formula}"
         verdict = "OVER BUDGET" if self.over else "within budget"
-        return (f"db connections: peak {self.peak}, mean {self.mean:.1f} over {len(self.samples)} samples; budget "
+        return (f"{label}: peak {self.peak}, mean {self.mean:.1f} over {len(self.samples)} samples; budget "
                 f"{self.budget} = {self.formula}: {verdict}")
 
     def chart(self) -> list[tuple[float, int]]:
@@ -137,6 +139,48 @@ def _from_serve_state(host: str | None) -> tuple[str, str] | str:
     return url, f"the private MariaDB scripts/serve started for {', '.join(binds)}; from {path}"
 
 
+Target = tuple[dict[str, Any], str, str, str]  # (connect kwargs, user to count, where, server label)
+
+
+def find_databases(options: Any, host: str | None) -> list[Target] | str:
+    """Every server to count on: the app's database (each host of a host list: with failover any of them may hold
+    every connection, so each is held to the whole budget) and REPLICA_DATABASE_URL's, if set (a replica has pools of
+    its own, so the same budget again). A one-line reason instead when there is nothing to count on."""
+    found = find_database(options, host)
+    if isinstance(found, str) and not found.startswith(_HOST_LIST):
+        return found
+    targets: list[Target] = []
+    from pool.dburl import parse_database_url
+    from pool.errors import ConfigError
+    from pool.pymysql_driver import parse_hosts
+
+    urls = [("app", options.db_url or os.environ.get("DATABASE_URL", ""))] if isinstance(found, str) else []
+    if not isinstance(found, str):
+        kwargs, user, where = found
+        targets.append((kwargs, user, where, ""))
+    if os.environ.get("REPLICA_DATABASE_URL"):
+        urls.append(("replica", os.environ["REPLICA_DATABASE_URL"]))
+    for role, url in urls:
+        try:
+            kwargs = parse_database_url(url, source="REPLICA_DATABASE_URL" if role == "replica" else "DATABASE_URL")
+        except ConfigError as exc:
+            return str(exc)
+        user = options.app_user or kwargs["user"]
+        for server_host, server_port in parse_hosts(kwargs["host"], int(kwargs.get("port") or 3306)):
+            label = f"{server_host}:{server_port}"
+            one = {**kwargs, "host": server_host, "port": server_port}
+            targets.append((one, user, f"the connections of {user!r} on {label} ({role})", label))
+    if len(targets) > 1:
+        for index, (kwargs, user, where, label) in enumerate(targets):
+            if not label:
+                targets[index] = (kwargs, user, where, kwargs.get("unix_socket") or f"{kwargs['host']}:"
+                                  f"{kwargs.get('port', 3306)}")
+    return targets
+
+
+_HOST_LIST = "several hosts:"
+
+
 def find_database(options: Any, host: str | None) -> tuple[dict[str, Any], str, str] | str:
     """(connect kwargs, user to count, where) for the gate, or a one-line reason why it cannot count."""
     from pool.dburl import parse_database_url
@@ -156,7 +200,7 @@ def find_database(options: Any, host: str | None) -> tuple[dict[str, Any], str, 
     except ConfigError as exc:
         return str(exc)
     if "," in kwargs["host"]:
-        return f"{source} lists several hosts; give --db-url for the one server to count on"
+        return f"{_HOST_LIST} {source} lists several hosts"
     user = options.app_user or kwargs["user"]
     server = kwargs.get("unix_socket") or f"{kwargs['host']}:{kwargs.get('port', 3306)}"
     return kwargs, user, f"the connections of {user!r} on {server} ({where})"
@@ -166,25 +210,35 @@ def find_database(options: Any, host: str | None) -> tuple[dict[str, Any], str, 
 
 class _Gate:
     def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-        self._current: Verdict | None = None  # the run under way
-        self._poller: gevent.Greenlet | None = None
+        self.verdicts: list[Verdict] = []  # every server of every run, in order
+        self.runs: list[list[Verdict]] = []  # the same, a list per run
+        self._current: list[Verdict] = []  # the run under way: one verdict per server
+        self._pollers: list[gevent.Greenlet] = []
+
+    @property
+    def _poller(self) -> gevent.Greenlet | None:
+        return self._pollers[0] if self._pollers else None
 
     def start(self, environment: Any) -> None:
         options = environment.parsed_options
         budget, workers, size = read_budget(options.budget_conf, options.budget_hosts)
-        verdict = Verdict(budget, workers, size, options.budget_hosts)
-        self.verdicts.append(verdict)
-        self._current = verdict
-        found = find_database(options, environment.host)
+        found = find_databases(options, environment.host)
         if isinstance(found, str):
-            verdict.not_counted = found
+            verdict = Verdict(budget, workers, size, options.budget_hosts, not_counted=found)
+            self.verdicts.append(verdict)
+            self._current = [verdict]
+            self.runs.append(self._current)
             required = "" if options.budget_required else " The load runs uncounted (--budget-required to fail)."
             _say(f"budget gate: cannot count: {found}. Set DATABASE_URL to the app's database.{required}")
             return
-        kwargs, user, verdict.where = found
-        _say(f"budget gate: counting {verdict.where}; budget {budget} = {verdict.formula}")
-        self._poller = gevent.spawn(self._poll, kwargs, user, verdict)
+        self._current = []
+        self.runs.append(self._current)
+        for kwargs, user, where, server in found:
+            verdict = Verdict(budget, workers, size, options.budget_hosts, where=where, server=server)
+            self.verdicts.append(verdict)
+            self._current.append(verdict)
+            _say(f"budget gate: counting {verdict.where}; budget {budget} = {verdict.formula}")
+            self._pollers.append(gevent.spawn(self._poll, kwargs, user, verdict))
 
     def _poll(self, kwargs: dict[str, Any], user: str, verdict: Verdict) -> None:
         import pymysql
@@ -211,16 +265,17 @@ class _Gate:
             conn.close()
 
     def stop(self, environment: Any) -> None:
-        verdict, self._current = self._current, None
-        if verdict is None:  # locust may report a stop twice
+        verdicts, self._current = list(self._current), []
+        if not verdicts:  # locust may report a stop twice
             return
-        if self._poller is not None:
-            self._poller.kill(block=True, timeout=5)
-            self._poller = None
-        _say(verdict.summary())
+        pollers, self._pollers = self._pollers, []
+        for poller in pollers:
+            poller.kill(block=True, timeout=5)
         options = environment.parsed_options
-        if getattr(options, "csv_prefix", None):
-            self._write_csv(options.csv_prefix, verdict)
+        for index, verdict in enumerate(verdicts):
+            _say(verdict.summary())
+            if getattr(options, "csv_prefix", None):
+                self._write_csv(options.csv_prefix + (f"_{index + 1}" if index else ""), verdict)
 
     @staticmethod
     def _write_csv(prefix: str, verdict: Verdict) -> None:
@@ -237,12 +292,13 @@ class _Gate:
 
     def report(self) -> dict[str, Any]:
         """What the web UI's chart shows: the latest run's samples against its budget, and its verdict once over."""
-        latest = self.verdicts[-1] if self.verdicts else None
-        runs = [{"peak": v.peak, "mean": round(v.mean, 2), "budget": v.budget, "over": v.over, "counted": v.counted}
-                for v in self.verdicts]
+        latest_run = self._current or self._latest_run()
+        latest = latest_run[0] if latest_run else None
+        runs = [{"peak": v.peak, "mean": round(v.mean, 2), "budget": v.budget, "over": v.over, "counted": v.counted,
+                 "server": v.server} for v in self.verdicts]
         if latest is None:
             return {"state": "waiting", "runs": runs, "now": None}
-        finished = self._current is None
+        finished = not self._current
         counting = self._poller is not None and not self._poller.dead
         return {
             "state": "counting" if counting else ("finished" if finished and latest.counted else "not counted"),
@@ -253,8 +309,13 @@ class _Gate:
             "peak": latest.peak if latest.counted else None,
             "verdict": latest.summary() if finished else None,
             "over": latest.over if finished and latest.counted else None,
+            "servers": [{"server": v.server, "now": v.samples[-1][1] if v.samples else None, "peak": v.peak,
+                         "verdict": v.summary() if finished else None} for v in latest_run],
             "runs": runs,
         }
+
+    def _latest_run(self) -> list[Verdict]:
+        return self.runs[-1] if self.runs else []
 
 
 def _say(line: str) -> None:

@@ -147,3 +147,28 @@ def test_a_read_after_a_write_in_the_same_unit_of_work_goes_to_the_primary(
     finally:
         replica.query("START SLAVE")
     assert out == {"first_read": "replica", "after_write": "default", "seen": 500, "fresh_unit": "replica"}, out
+
+
+def test_the_gate_gives_a_verdict_for_each_server(primary_and_replica: tuple[PrivateMariaDB, PrivateMariaDB]) -> None:
+    from pathlib import Path
+
+    primary, replica = primary_and_replica
+    server = Gunicorn(primary, REPLICA_DATABASE_URL=replica.app_url(), WEB_WORKERS=str(WORKERS),
+                      POOL_SIZE=str(POOL)).start()
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "locust"), "-f", "loadtest/", "--headless", "--host", server.base,
+             "-u", "40", "-r", "40", "-t", "6s"],
+            cwd=ROOT, capture_output=True, text=True, timeout=180,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": primary.app_url(),
+                 "REPLICA_DATABASE_URL": replica.app_url(), "WEB_WORKERS": str(WORKERS), "POOL_SIZE": str(POOL)})
+    finally:
+        server.stop()
+    output = result.stdout + result.stderr
+    verdicts = [line for line in output.splitlines() if line.startswith("db connections on ")]
+    print("\n" + "\n".join(verdicts))
+    assert result.returncode == 0, output[-3000:]
+    assert len(verdicts) == 2, output[-3000:]
+    assert any(f"127.0.0.1:{primary.port}: peak" in v for v in verdicts)
+    assert any(f"127.0.0.1:{replica.port}: peak" in v for v in verdicts)
+    assert all("within budget" in v and f"budget {WORKERS * POOL}" in v for v in verdicts)

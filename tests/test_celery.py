@@ -1,9 +1,11 @@
-"""Celery on the pool (issue 14): real Celery workers (gevent and prefork pools) on a private Redis broker the test
-starts, against the private MariaDB. With pool.celery installed, a finished task's connection goes back at once;
-without it, finished greenlets keep theirs until the pool reclaims them from the dead."""
+"""Celery on the pool (issue 14): real Celery workers (gevent, eventlet, threads and prefork pools) on a private Redis
+broker the test starts, against the private MariaDB, with the demo's models (tests/celery_app.py). With pool.celery
+installed, a finished or failed task's connection goes back at once; without it (and without Celery's own Django
+fixup), finished greenlets keep theirs until the pool reclaims them from the dead."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -41,7 +43,11 @@ def broker() -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -53,33 +59,48 @@ def _pings(client: Any) -> bool:
 
 
 class Worker:
-    """`celery -A tests.celery_app worker` in a subprocess, stopped (and killed if need be) at the end."""
+    """`celery -A tests.celery_app worker` in a subprocess (its own session), stopped with a warm shutdown at the end
+    and killed, with its children, if that takes too long."""
 
     def __init__(self, db: PrivateMariaDB, broker_url: str, pool: str, concurrency: int, **env: str) -> None:
-        self.log_path = Path(tempfile.mkstemp(prefix="kit-celery-", suffix=".log")[1])
+        descriptor, path = tempfile.mkstemp(prefix="kit-celery-", suffix=".log")
+        os.close(descriptor)
+        self.log_path = Path(path)
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "KIT_BROKER_URL": broker_url,
-                    "KIT_POOL_SIZE": str(POOL), **env}
-        self.args = [str(Path(sys.executable).parent / "celery"), "-A", "tests.celery_app", "worker", "-P", pool,
+                    "KIT_POOL_SIZE": str(POOL), "KIT_CELERY_INSTALL": "1", "KIT_CELERY_DJANGO_FIXUP": "0", **env}
+        # `python -m celery` patches for -P gevent/eventlet before anything is imported, as the `celery` script does.
+        self.args = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", pool,
                      "-c", str(concurrency), "--without-heartbeat", "--without-gossip", "--without-mingle",
                      "-l", "INFO", "-n", f"kit-{pool}-{os.getpid()}@localhost"]
         self.process: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
 
     def __enter__(self) -> Worker:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        assert wait_until(lambda: "ready." in self.log() or self.process.poll() is not None, timeout=60), self.log()
-        assert self.process.poll() is None, self.log()
+        try:
+            assert wait_until(lambda: "ready." in self.log() or self.process.poll() is not None, timeout=60), \
+                self.log()
+            assert self.process.poll() is None, self.log()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish what runs, then exit
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish what runs, then the shutdown signals
         try:
-            self.process.wait(30)
+            self.exit_code = self.process.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        try:  # prefork children left behind by a killed main process
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -92,54 +113,136 @@ def client(broker_url: str) -> Any:
     return Celery("kit-test-client", broker=broker_url, backend=broker_url)
 
 
-def run_tasks(broker_url: str, count: int) -> tuple[list[int], float]:
+def run_tasks(broker_url: str, count: int, failing: int = 0, within: float = 45) -> tuple[list[Any], list[Any], float]:
+    """`count` tasks that read a product and `failing` that read one and raise, all sent at once; their results, all
+    within `within` seconds (one deadline for the batch, not one per result)."""
     sender = client(broker_url)
     started = time.monotonic()
-    results = [sender.send_task("tests.celery_app.stock_of", args=[i % 100 + 1]) for i in range(count)]
-    values = [result.get(timeout=120) for result in results]
-    return values, time.monotonic() - started
+    sent = [sender.send_task("tests.celery_app.stock_of", args=[i % 100 + 1]) for i in range(count)]
+    sent_failing = [sender.send_task("tests.celery_app.fails_after_a_query", args=[i + 1]) for i in range(failing)]
+
+    def left() -> float:
+        return max(0.1, started + within - time.monotonic())
+
+    values = [result.get(timeout=left()) for result in sent]
+    errors = [result.get(timeout=left(), propagate=False) for result in sent_failing]
+    return values, errors, time.monotonic() - started
 
 
 def worker_figures(broker_url: str) -> dict[str, Any]:
     return client(broker_url).send_task("tests.celery_app.pool_figures").get(timeout=30)
 
 
-@pytest.mark.parametrize(("installed", "celery_fixup"), [(True, False), (False, False), (False, True)])
-def test_gevent_pool_returns_each_tasks_connection(site_db: PrivateMariaDB, broker: str, installed: bool,
-                                                  celery_fixup: bool) -> None:
-    count = 30 if not (installed or celery_fixup) else 200
-    with Worker(site_db, broker, "gevent", 50, KIT_CELERY_INSTALL="1" if installed else "0",
+def sessions_aborted_since(db: PrivateMariaDB, before: int) -> int:
+    """Server sessions that ended without COM_QUIT (a process exiting with its connections open) since `before`, once
+    the worker's sessions are gone."""
+    assert wait_until(lambda: db.app_connection_count() == 0, timeout=10)
+    return db.status("Aborted_clients") - before
+
+
+def _eventlet_param() -> Any:
+    missing = importlib.util.find_spec("eventlet") is None
+    return pytest.param("eventlet", 50, marks=pytest.mark.skipif(missing, reason="eventlet is not installed"))
+
+
+@pytest.mark.parametrize(("pool", "concurrency"), [("gevent", 50), _eventlet_param(), ("threads", 10)])
+def test_each_tasks_connection_goes_back_when_it_ends(site_db: PrivateMariaDB, broker: str, pool: str,
+                                                      concurrency: int) -> None:
+    aborted_before = site_db.status("Aborted_clients")
+    with Worker(site_db, broker, pool, concurrency) as worker, ConnectionMonitor(site_db, APP_USER) as monitor:
+        values, errors, seconds = run_tasks(broker, 200, failing=20)
+        figures = worker_figures(broker)
+    log = worker.log()
+    aborted = sessions_aborted_since(site_db, aborted_before)
+    print(f"\n{pool} pool, concurrency {concurrency}, pool {POOL}, pool.celery installed: 200 tasks + 20 failing in "
+          f"{seconds:.1f}s, peak {monitor.peak} server connections, in use after {figures['in_use']}, reclaimed "
+          f"{figures['reclaimed']}, timeouts {figures['timeouts']}, sessions ended without COM_QUIT at exit {aborted}")
+    assert len(values) == 200 and all(isinstance(v, int) for v in values)
+    assert len(errors) == 20 and all(isinstance(e, LookupError) for e in errors), errors[:3]
+    assert 0 < monitor.peak <= POOL
+    # Successes and failures alike gave their connection back as they ended: none was left for the pool to reclaim
+    # from a dead greenlet, no task waited out the pool's timeout, nothing is held now.
+    assert (figures["reclaimed"], figures["timeouts"], figures["in_use"]) == (0, 0, 0)
+    assert "owner died" not in log
+    assert worker.exit_code == 0, log[-3000:]
+    assert aborted == 0, "the drain at shutdown should end every session with COM_QUIT"
+
+
+@pytest.mark.parametrize("celery_fixup", [False, True], ids=["nothing", "celery-django-fixup"])
+def test_without_install(site_db: PrivateMariaDB, broker: str, celery_fixup: bool) -> None:
+    """Nothing returns a finished task's connection: each stays with its dead greenlet until the pool's maintenance
+    reclaims it (a warning with the checkout's stack), and the other tasks queue behind them; 30 tasks, as 200 would
+    take a minute. Celery's own Django fixup, when it is active, returns them through the engine's close."""
+    count = 200 if celery_fixup else 30
+    aborted_before = site_db.status("Aborted_clients")
+    with Worker(site_db, broker, "gevent", 50, KIT_CELERY_INSTALL="0",
                 KIT_CELERY_DJANGO_FIXUP="1" if celery_fixup else "0") as worker, \
             ConnectionMonitor(site_db, APP_USER) as monitor:
-        values, seconds = run_tasks(broker, count)
+        values, _, seconds = run_tasks(broker, count)
         figures = worker_figures(broker)
-        log = worker.log()
-    print(f"\ngevent pool, 50 greenlets, pool {POOL}, pool.celery {'installed' if installed else 'not installed'}, "
-          f"Celery's Django fixup {'on' if celery_fixup else 'off'}: "
-          f"{count} tasks in {seconds:.1f}s, peak {monitor.peak} server connections, reclaimed from dead task "
-          f"greenlets: {figures.get('reclaimed')}")
-    assert len(values) == count and all(isinstance(v, int) for v in values)
-    assert 0 < monitor.peak <= POOL
-    if installed or celery_fixup:
-        # pool.celery, or Celery's own fixup through the engine's close: each connection back as its task ends.
+    log = worker.log()
+    print(f"\ngevent pool, 50 greenlets, pool {POOL}, pool.celery not installed, Celery's Django fixup "
+          f"{'on' if celery_fixup else 'off'}: {count} tasks in {seconds:.1f}s, peak {monitor.peak} server "
+          f"connections, reclaimed from dead task greenlets: {figures['reclaimed']}, sessions ended without COM_QUIT "
+          f"at exit {sessions_aborted_since(site_db, aborted_before)}")
+    assert len(values) == count
+    assert 0 < monitor.peak <= POOL  # the cap holds either way; what suffers is time
+    if celery_fixup:
         assert figures["reclaimed"] == 0 and figures["in_use"] == 0
         assert "owner died" not in log
     else:
-        # What the integration prevents: every finished task left its connection behind for the pool to reclaim.
         assert figures["reclaimed"] >= count - POOL
         assert "owner died" in log
 
 
-def test_prefork_children_never_quit_the_parents_connection(site_db: PrivateMariaDB, broker: str,
-                                                           tmp_path: Path) -> None:
+def test_threads_pool_without_install_runs_out_of_connections(site_db: PrivateMariaDB, broker: str) -> None:
+    """In the threads pool the threads live on: without install() (or Celery's fixup) each keeps its connection after
+    its task, nothing is reclaimed since no owner dies, and the threads beyond the pool's size wait out its timeout
+    (1 s here) and fail."""
+    with Worker(site_db, broker, "threads", 6, KIT_CELERY_INSTALL="0", KIT_POOL_TIMEOUT="1"):
+        sender = client(broker)
+        sent = [sender.send_task("tests.celery_app.stock_of", args=[i % 100 + 1]) for i in range(30)]
+        deadline = time.monotonic() + 40
+        outcomes = [result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False) for result in sent]
+        figures = worker_figures(broker)
+    timed_out = [o for o in outcomes if "had no free connection" in str(o)]
+    print(f"\nthreads pool, 6 threads, pool {POOL}, pool.celery not installed: {len(outcomes) - len(timed_out)} of "
+          f"{len(outcomes)} tasks succeeded, {len(timed_out)} failed waiting for a connection; in use after "
+          f"{figures['in_use']}, reclaimed {figures['reclaimed']}")
+    assert timed_out and figures["timeouts"] >= len(timed_out)
+    assert figures["in_use"] == POOL and figures["reclaimed"] == 0
+
+
+@pytest.mark.parametrize("celery_fixup", [False, True], ids=["install-only", "with-celery-django-fixup"])
+def test_prefork_children_leave_the_parents_connection_alone(site_db: PrivateMariaDB, broker: str, tmp_path: Path,
+                                                             celery_fixup: bool) -> None:
+    """Django is set up in the main process, which checks out a connection before forking two children and keeps it.
+    The children run tasks on sessions of their own; the parent's session survives them and still answers it."""
     marker = tmp_path / "parent-connection"
-    with Worker(site_db, broker, "prefork", 2, KIT_CELERY_INSTALL="1", KIT_PARENT_CONNECTION_FILE=str(marker)):
-        values, _ = run_tasks(broker, 40)
-        pids = {worker_figures(broker)["pid"] for _ in range(10)}
-        parent_session = int(marker.read_text())
-        still_there = site_db.query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
-                                    (parent_session,))[0][0]
-    print(f"\nprefork, 2 children: 40 tasks ok in {len(pids)} child processes; the parent's session "
-          f"{'survived' if still_there else 'was closed'}")
-    assert len(values) == 40
-    assert still_there == 1, "a child closed the parent's session (COM_QUIT across fork)"
+    aborted_before = site_db.status("Aborted_clients")
+    with Worker(site_db, broker, "prefork", 2, KIT_PARENT_CONNECTION_FILE=str(marker),
+                KIT_CELERY_DJANGO_FIXUP="1" if celery_fixup else "0") as worker, \
+            ConnectionMonitor(site_db, APP_USER) as monitor:
+        values, errors, _ = run_tasks(broker, 40, failing=4)
+        sender = client(broker)
+        sent = [sender.send_task("tests.celery_app.session_of_task") for _ in range(8)]
+        deadline = time.monotonic() + 20
+        sessions = [result.get(timeout=max(0.1, deadline - time.monotonic())) for result in sent]
+    log = worker.log()
+    aborted = sessions_aborted_since(site_db, aborted_before)
+    parent_before, *parent_after = (int(line) for line in marker.read_text().split())
+    children = {s["pid"] for s in sessions}
+    print(f"\nprefork, 2 children, Celery's Django fixup {'on' if celery_fixup else 'off'}: 40 tasks + 4 failing, "
+          f"session tasks ran in {len(children)} children on sessions {sorted({s['session'] for s in sessions})}; "
+          f"parent's session {parent_before}, after the children: {parent_after}; peak {monitor.peak} connections; "
+          f"sessions ended without COM_QUIT at exit {aborted}")
+    assert len(values) == 40 and all(isinstance(v, int) for v in values), log[-3000:]
+    assert len(errors) == 4 and all(isinstance(e, LookupError) for e in errors), errors
+    assert len(children) == 2, sessions
+    assert parent_before not in {s["session"] for s in sessions}, "a child used the parent's session"
+    # At shutdown the parent used its connection again: the same session, not quit by a child.
+    assert parent_after == [parent_before], log[-3000:]
+    assert monitor.peak <= 1 + 2 * POOL
+    assert worker.exit_code == 0, log[-3000:]
+    # Children and parent drained their own pools at shutdown; no child's exit ended the parent's session.
+    assert aborted == 0

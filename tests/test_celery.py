@@ -62,10 +62,9 @@ class Worker:
     """`celery -A tests.celery_app worker` in a subprocess (its own session), stopped with a warm shutdown at the end
     and killed, with its children, if that takes too long."""
 
-    def __init__(self, db: PrivateMariaDB, broker_url: str, pool: str, concurrency: int, **env: str) -> None:
-        descriptor, path = tempfile.mkstemp(prefix="kit-celery-", suffix=".log")
-        os.close(descriptor)
-        self.log_path = Path(path)
+    def __init__(self, db: PrivateMariaDB, broker_url: str, log_dir: Path, pool: str, concurrency: int,
+                 **env: str) -> None:
+        self.log_path = log_dir / f"celery-{pool}.log"  # under pytest's tmp_path: kept for the last few runs only
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "KIT_BROKER_URL": broker_url,
                     "KIT_POOL_SIZE": str(POOL), "KIT_CELERY_INSTALL": "1", "KIT_CELERY_DJANGO_FIXUP": "0", **env}
         # `python -m celery` patches for -P gevent/eventlet before anything is imported, as the `celery` script does.
@@ -146,10 +145,11 @@ def _eventlet_param() -> Any:
 
 
 @pytest.mark.parametrize(("pool", "concurrency"), [("gevent", 50), _eventlet_param(), ("threads", 10)])
-def test_each_tasks_connection_goes_back_when_it_ends(site_db: PrivateMariaDB, broker: str, pool: str,
-                                                      concurrency: int) -> None:
+def test_each_tasks_connection_goes_back_when_it_ends(site_db: PrivateMariaDB, broker: str, tmp_path: Path,
+                                                      pool: str, concurrency: int) -> None:
     aborted_before = site_db.status("Aborted_clients")
-    with Worker(site_db, broker, pool, concurrency) as worker, ConnectionMonitor(site_db, APP_USER) as monitor:
+    with Worker(site_db, broker, tmp_path, pool, concurrency) as worker, \
+            ConnectionMonitor(site_db, APP_USER) as monitor:
         values, errors, seconds = run_tasks(broker, 200, failing=20)
         figures = worker_figures(broker)
     log = worker.log()
@@ -169,13 +169,13 @@ def test_each_tasks_connection_goes_back_when_it_ends(site_db: PrivateMariaDB, b
 
 
 @pytest.mark.parametrize("celery_fixup", [False, True], ids=["nothing", "celery-django-fixup"])
-def test_without_install(site_db: PrivateMariaDB, broker: str, celery_fixup: bool) -> None:
+def test_without_install(site_db: PrivateMariaDB, broker: str, tmp_path: Path, celery_fixup: bool) -> None:
     """Nothing returns a finished task's connection: each stays with its dead greenlet until the pool's maintenance
     reclaims it (a warning with the checkout's stack), and the other tasks queue behind them; 30 tasks, as 200 would
     take a minute. Celery's own Django fixup, when it is active, returns them through the engine's close."""
     count = 200 if celery_fixup else 30
     aborted_before = site_db.status("Aborted_clients")
-    with Worker(site_db, broker, "gevent", 50, KIT_CELERY_INSTALL="0",
+    with Worker(site_db, broker, tmp_path, "gevent", 50, KIT_CELERY_INSTALL="0",
                 KIT_CELERY_DJANGO_FIXUP="1" if celery_fixup else "0") as worker, \
             ConnectionMonitor(site_db, APP_USER) as monitor:
         values, _, seconds = run_tasks(broker, count)
@@ -195,11 +195,12 @@ def test_without_install(site_db: PrivateMariaDB, broker: str, celery_fixup: boo
         assert "owner died" in log
 
 
-def test_threads_pool_without_install_runs_out_of_connections(site_db: PrivateMariaDB, broker: str) -> None:
+def test_threads_pool_without_install_runs_out_of_connections(site_db: PrivateMariaDB, broker: str,
+                                                              tmp_path: Path) -> None:
     """In the threads pool the threads live on: without install() (or Celery's fixup) each keeps its connection after
     its task, nothing is reclaimed since no owner dies, and the threads beyond the pool's size wait out its timeout
     (1 s here) and fail."""
-    with Worker(site_db, broker, "threads", 6, KIT_CELERY_INSTALL="0", KIT_POOL_TIMEOUT="1"):
+    with Worker(site_db, broker, tmp_path, "threads", 6, KIT_CELERY_INSTALL="0", KIT_POOL_TIMEOUT="1"):
         sender = client(broker)
         sent = [sender.send_task("tests.celery_app.stock_of", args=[i % 100 + 1]) for i in range(30)]
         deadline = time.monotonic() + 40
@@ -220,7 +221,7 @@ def test_prefork_children_leave_the_parents_connection_alone(site_db: PrivateMar
     The children run tasks on sessions of their own; the parent's session survives them and still answers it."""
     marker = tmp_path / "parent-connection"
     aborted_before = site_db.status("Aborted_clients")
-    with Worker(site_db, broker, "prefork", 2, KIT_PARENT_CONNECTION_FILE=str(marker),
+    with Worker(site_db, broker, tmp_path, "prefork", 2, KIT_PARENT_CONNECTION_FILE=str(marker),
                 KIT_CELERY_DJANGO_FIXUP="1" if celery_fixup else "0") as worker, \
             ConnectionMonitor(site_db, APP_USER) as monitor:
         values, errors, _ = run_tasks(broker, 40, failing=4)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,8 @@ def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 12
     return json.loads(lines[-1])
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is truthy or `timeout` seconds passed; whether it ended truthy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -81,19 +85,31 @@ def app_connections_by_pid(db: PrivateMariaDB, user: str = APP_USER) -> dict[int
     return {int(pid): int(count) for pid, count in rows}
 
 
+def _fresh_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="kit-gunicorn-"))
+
+
+# Where a Gunicorn keeps its log and metrics files unless told: tests/conftest.py points this at pytest's temporary
+# directory for the running test (pytest keeps the last few runs); elsewhere, a fresh private temporary directory.
+# Never a fixed path: two runs (or a port reused) must not share or inherit files.
+workdir_factory: Callable[[], Path] = _fresh_workdir
+
+
 class Gunicorn:
     """A real `gunicorn -c <conf>` with gevent workers on a free loopback port, for one test."""
 
-    def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", **env: str) -> None:
+    def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", workdir: Path | None = None,
+                 **env: str) -> None:
         from harness.mariadb import free_port
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(f"/tmp/kit-gunicorn-{self.port}.log")
+        self.workdir = workdir if workdir is not None else workdir_factory()
+        self.log_path = self.workdir / f"gunicorn-{self.port}.log"
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "BIND": f"127.0.0.1:{self.port}",
             "ACCESS_LOG": "", "WEB_WORKERS": "2", "POOL_SIZE": "5",
-            "PROMETHEUS_MULTIPROC_DIR": f"/tmp/kit-prometheus-{self.port}", **env,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"prometheus-{self.port}"), **env,
         }
         self.conf = conf
         self.process: subprocess.Popen[bytes] | None = None
@@ -167,6 +183,50 @@ class Gunicorn:
             if workers <= set(found):
                 break
         return found
+
+    def pool_view(self, fresh_since: float | None = None, timeout: float = 30) -> dict[str, Any]:
+        """/-/pool, once every worker's snapshot in it was taken after `fresh_since` (a time.monotonic() of this
+        process: CLOCK_MONOTONIC is one clock for every process of the machine, as pool.workerstats relies on). The
+        workers publish about once a second; this waits for that instead of sleeping past it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            asked = time.monotonic()
+            view: dict[str, Any] = json.loads(self.get("/-/pool")[2])
+            # A snapshot is age_s (rounded to 0.1) older than the answer, which came after `asked`.
+            if fresh_since is None or all(asked - w["age_s"] - 0.05 > fresh_since for w in view["workers"]):
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no snapshot of every worker newer than {asked - fresh_since:.1f}s ago: {view}")
+            time.sleep(0.1)
+
+    def wait_for_checkouts(self, count: int, timeout: float = 60) -> None:
+        """Until the workers' pools have handed out `count` more connections than now: a load is being served."""
+        def checkouts() -> float:
+            return float(sum(t.get("checkouts", 0) for t in self.pool_view()["total"].values()))
+
+        target = checkouts() + count
+        assert wait_until(lambda: checkouts() >= target, timeout=timeout, interval=0.1), \
+            f"the load was not served: fewer than {count} checkouts in {timeout:g}s"
+
+    def accepted_connections(self, pid: int) -> int:
+        """Established TCP connections on this server's port held by process `pid` (what it accepted and keeps)."""
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            match = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if match:
+                inodes.add(match.group(1))
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == self.port and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                    count += 1
+        return count
 
     def stop(self, timeout: float = 40) -> int:
         if self.process is None or self.process.poll() is not None:

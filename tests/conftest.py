@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import tools
 from harness.mariadb import PrivateMariaDB
 from harness.tools import ROOT
+
+
+@pytest.fixture(autouse=True)
+def _gunicorn_files_under_pytest_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's gunicorn logs and metrics files go under pytest's temporary directory, named after the test (kept for
+    the last few runs, never shared with another run), made only when the test starts a gunicorn."""
+    name = re.sub(r"\W", "_", request.node.name)[:40]
+
+    def workdir() -> Path:
+        return tmp_path_factory.mktemp(f"{name}-gunicorn")
+
+    monkeypatch.setattr(tools, "workdir_factory", workdir)
 
 
 @pytest.fixture(scope="session")

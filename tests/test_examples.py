@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -11,7 +10,14 @@ import pymysql
 import pytest
 
 from harness.mariadb import PrivateMariaDB
+from harness.tools import wait_until
 from pool import ConnectionPool, PoolConfig
+
+
+def until_closed_by_the_server(db: PrivateMariaDB, sessions: set[int]) -> None:
+    """Idle until the server closed these sessions (wait_timeout): not a guessed pause past it."""
+    assert sessions, "no session to wait for"
+    assert wait_until(lambda: not sessions & set(db.app_thread_ids()), timeout=30), "the server kept them"
 
 
 def call_wsgi(app: Any, path: str) -> tuple[str, bytes]:
@@ -29,8 +35,9 @@ def test_wsgi_example_survives_wait_timeout(site_db: PrivateMariaDB, db: Private
     from examples import wsgi_app
 
     wsgi_app._pool = None
+    before = set(db.app_thread_ids())
     assert call_wsgi(wsgi_app.application, "/3")[0] == "200 OK"
-    time.sleep(3)  # the server closes the idle connection
+    until_closed_by_the_server(db, set(db.app_thread_ids()) - before)
     statuses = [call_wsgi(wsgi_app.application, f"/{i}")[0] for i in range(1, 11)]
     assert statuses == ["200 OK"] * 10
     assert wsgi_app.get_pool().stats()["discarded"] + wsgi_app.get_pool().stats()["recycled"] >= 1
@@ -55,7 +62,7 @@ def test_a_persistent_connection_fails_after_wait_timeout_as_in_the_seeds(site_d
     with Product.bind_ctx(persistent):
         persistent.connect()
         Product.get_by_id(1)
-        time.sleep(3)
+        until_closed_by_the_server(db, {persistent.connection().thread_id()})
         with pytest.raises(peewee.OperationalError):
             Product.get_by_id(1)
         persistent.close()
@@ -67,10 +74,11 @@ def test_peewee_on_the_kit_pool_survives_wait_timeout(site_db: PrivateMariaDB, d
     db.set_global("wait_timeout", 2)
     pool = ConnectionPool(site_db.app_connect_kwargs(), PoolConfig(size=2))
     database = PooledMySQLDatabase(pool)
+    before = set(db.app_thread_ids())
     with Product.bind_ctx(database):
         with database.connection_context():
             assert Product.get_by_id(1).name == "product 001"
-        time.sleep(3)
+        until_closed_by_the_server(db, set(db.app_thread_ids()) - before)
         for i in range(1, 6):
             with database.connection_context():
                 assert Product.get_by_id(i).stock > 0

@@ -26,10 +26,10 @@ def failure_times(result: dict[str, Any]) -> list[float]:
 
 def fault_during_load(server: Gunicorn, start: Callable[[], None], end: Callable[[], None], hold: float,
                       **load: Any) -> tuple[dict[str, Any], float, float]:
-    """Load for a while, `start` a fault 3 s in, `end` it `hold` s later; returns the load's verdict and the
-    wall-clock times the fault started and ended."""
+    """Load, `start` a fault once the load is being served, `end` it `hold` s later; returns the load's verdict and
+    the wall-clock times the fault started and ended."""
     loader, result = server.load_in_background(**load)
-    time.sleep(3)
+    server.wait_for_checkouts(200)  # the load client starts in a subprocess: not after a guessed delay
     started_at = time.time()
     start()
     time.sleep(hold)
@@ -43,14 +43,20 @@ def in_use_everywhere(server: Gunicorn) -> dict[int, int]:
     return {pid: stats["in_use"] for pid, stats in server.pool_stats_of_every_worker().items()}
 
 
+def idle_until_every_session_expired(db: PrivateMariaDB) -> None:
+    """No traffic until each app session open now has left the server (wait_timeout, or the pool's recycling)."""
+    sessions = set(db.app_thread_ids())
+    assert wait_until(lambda: not sessions & set(db.app_thread_ids()), timeout=30), sessions & set(db.app_thread_ids())
+
+
 def test_wait_timeout_kills_never_reach_a_request(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
     db.set_global("wait_timeout", 3)  # the pools connect after this: their sessions die after 3 s idle
     server = Gunicorn(site_db).start()
     try:
         server.load(clients=10, requests=5)
-        time.sleep(5)
+        idle_until_every_session_expired(db)
         keepalive = server.load(clients=10, requests=5, keepalive_share=1)
-        time.sleep(5)
+        idle_until_every_session_expired(db)
         fresh = server.load(clients=10, requests=5, keepalive_share=0)
         stats = server.pool_stats_of_every_worker()
     finally:

@@ -77,7 +77,8 @@ def test_a_node_killed_under_load_fails_only_its_requests_and_is_used_again(clus
         with NodeCounts(cluster) as counts:
             loader, result = server.load_in_background(clients=40, requests=100_000, paths="/products/",
                                                        deadline=45, think=0.02)
-            time.sleep(5)
+            server.wait_for_checkouts(200)  # the load is served, and node 1 is seen taking it
+            assert wait_until(lambda: counts.latest[0] > 0, timeout=30, interval=0.2)
             before_kill = list(counts.latest)
             killed_at = time.time()
             first.kill()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +44,8 @@ def test_full_pool_answers_503_with_retry_after(site_db: PrivateMariaDB) -> None
 
         busy = threading.Thread(target=server.get, args=("/report/slow/?seconds=1",))
         busy.start()
-        time.sleep(0.2)
+        # Ask only once the busy request holds the connection (the one worker's /-/pool takes none itself).
+        assert wait_until(lambda: json.loads(server.get("/-/pool")[2])["in_use"] == 1, timeout=10, interval=0.02)
         status, headers, body = server.get("/report/slow/?seconds=0.1")
         busy.join()
     finally:
@@ -59,8 +58,9 @@ def test_full_pool_answers_503_with_retry_after(site_db: PrivateMariaDB) -> None
     assert mon.peak <= 1
 
 
-def test_preloaded_arbiter_connection_is_neither_shared_nor_quit_by_workers(site_db: PrivateMariaDB) -> None:
-    report = Path(tempfile.mkstemp(prefix="kit-preload-")[1])
+def test_preloaded_arbiter_connection_is_neither_shared_nor_quit_by_workers(site_db: PrivateMariaDB,
+                                                                          tmp_path: Path) -> None:
+    report = tmp_path / "preload-report"
     server = Gunicorn(site_db, "tests/gunicorn_preload.conf.py", KIT_PRELOAD_REPORT=str(report)).start()
     try:
         arbiter_conn = int(report.read_text().split()[1])
@@ -86,7 +86,8 @@ def test_reload_and_max_requests_recycling_lose_no_request(site_db: PrivateMaria
         import threading
 
         def reload_midway() -> None:
-            time.sleep(2)
+            # Once the load is being served; 100 checkouts stays below any worker's max_requests (300 - 50).
+            server.wait_for_checkouts(100)
             server.signal(signal.SIGHUP)
 
         reloader = threading.Thread(target=reload_midway)

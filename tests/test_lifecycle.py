@@ -30,7 +30,7 @@ def test_database_down_under_load_fails_fast_and_recovers_within_a_second(site_d
     try:
         loader, result = server.load_in_background(clients=200, requests=100_000, paths="/products/", deadline=24,
                                                    think=0.05)
-        time.sleep(4)
+        server.wait_for_checkouts(500)  # a steady load, however long its client takes to start
         down_at = time.time()
         db.stop()
         time.sleep(10)
@@ -95,7 +95,8 @@ def test_sigterm_during_writes_loses_no_order_and_quits_every_session(site_db: P
     try:
         for client in clients:
             client.start()
-        time.sleep(3)
+        # SIGTERM while orders are being written: once some were answered, however slow the start.
+        assert wait_until(lambda: len(created) >= 20, timeout=30), errors
         server.signal(signal.SIGTERM)
         exit_code = server.process.wait(60) if server.process else None
     finally:

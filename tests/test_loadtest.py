@@ -69,6 +69,9 @@ def test_gate_counts_what_the_server_counts_and_leaves_monitors_out(site_db: Pri
     # The gate's own counting functions (importing the gate itself would import locust, which monkey-patches).
     from pool.budget import connect_monitor, count_app_connections
 
+    # The counts are of every app session: those of the gunicorn the previous test stopped must have left (a session
+    # quits on the server a moment after its client process has gone).
+    assert wait_until(lambda: site_db.app_connection_count() == 0, timeout=30)
     held = [pymysql.connect(**site_db.app_connect_kwargs()) for _ in range(7)]
     status_page_counter = connect_monitor(site_db.app_connect_kwargs())  # another monitor, as the status page's
     gate = connect_monitor(site_db.app_connect_kwargs())  # logs in as the app, as the gate does

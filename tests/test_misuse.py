@@ -30,15 +30,27 @@ pytestmark = pytest.mark.slow
 
 IN_USE_ELSEWHERE_SCRIPT = """
     from gevent import monkey; monkey.patch_all()
-    import json, os, gevent
+    import json, os, time, gevent, pymysql
     from pool import ConnectionPool, PoolConfig
 
     kwargs = json.loads(os.environ["KIT_CONNECT_KWARGS"])
+    watcher = pymysql.connect(**kwargs)  # sees the app user's own sessions; never the pool's
 
-    def server_has(conn, thread_id):
+    def server_has(conn, thread_id, running=None):
+        # Whether the server has session `thread_id` (running a statement that starts with `running`, if given).
         with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (thread_id,))
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s AND INFO LIKE %s",
+                        (thread_id, "%" if running is None else running + "%"))
             return cur.fetchone()[0] == 1
+
+    def until(condition, timeout=15):
+        # Poll `condition` under gevent until it holds or `timeout` seconds passed; whether it held.
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.02)
+        return True
 
     def scenario(how):
         pool = ConnectionPool(kwargs, PoolConfig(size=1, timeout=10), name=how)
@@ -61,7 +73,8 @@ IN_USE_ELSEWHERE_SCRIPT = """
                 except Exception as exc:
                     outcome["reader"] = type(exc).__name__
             holder["reader"] = gevent.spawn(reader)
-            gevent.sleep(0.3)  # the reader now waits for the server's answer
+            # Until the server runs the reader's statement: the reader now waits for its answer.
+            assert until(lambda: server_has(watcher, holder["id"], running="SELECT SLEEP"))
             if how == "released":
                 pool.release(lease)
             # "died": the owner ends holding the lease; the maintenance loop takes it back
@@ -69,14 +82,16 @@ IN_USE_ELSEWHERE_SCRIPT = """
         gevent.spawn(owner).join()
         with pool.connection() as conn:  # size=1: only possible once the slot is back
             holder["reader"].join(10)
-            gevent.sleep(2.5)  # the server ends the SLEEP and finds the socket closed
-            first_still_there = server_has(conn, holder["id"])
+            # The server ends the SLEEP and finds the socket closed; a session left open would still be there.
+            first_still_there = not until(lambda: not server_has(conn, holder["id"]))
         stats = pool.stats()
         pool.close()
         return {"reader": outcome.get("reader"), "first_still_there": first_still_there,
                 "aborted_in_use": stats["aborted_in_use"], "reclaimed": stats["reclaimed"]}
 
-    print(json.dumps({how: scenario(how) for how in ("released", "died")}))
+    results = {how: scenario(how) for how in ("released", "died")}
+    watcher.close()
+    print(json.dumps(results))
 """
 
 
@@ -195,7 +210,9 @@ DEAD_OWNER_ROW_LOCK_SCRIPT = """
     other.rollback()
     other.close()
     held = pool.acquire()  # held past leak_threshold while nothing else happens
-    gevent.sleep(2.5)
+    deadline = time.monotonic() + 15
+    while pool.stats()["leaks"] < 1 and time.monotonic() < deadline:  # until the maintenance loop warned
+        gevent.sleep(0.05)
     pool.release(held)
     print(json.dumps({"outcome": outcome, "waited": waited, "stats": pool.stats()}))
 """
@@ -335,7 +352,9 @@ def test_stalled_request_bodies_hold_no_connection(site_db: PrivateMariaDB) -> N
             sock.sendall(b"POST /orders/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100\r\n\r\n" + b'{"product_' )
             stalled.append(sock)
-        time.sleep(0.5)
+        # Once the worker accepted all 8 (their handlers then wait on the body), not after a guessed pause.
+        (worker,) = server.worker_pids()
+        assert wait_until(lambda: server.accepted_connections(worker) >= len(stalled), timeout=10)
         in_use = json.loads(server.get("/-/pool")[2])["in_use"]
         good = [server.get("/products/")[0] for _ in range(10)]
         good += [_post_order(server.port) for _ in range(3)]
@@ -382,7 +401,9 @@ def test_adding_workers_past_the_budget_warns_or_is_refused(site_db: PrivateMari
         server.signal(signal.SIGTTIN)
         said = "refused to grow from 2 to 3 workers" if strict else "3 workers no longer fit the connection budget"
         assert wait_until(lambda: said in server.log(), timeout=30), server.log()
-        time.sleep(2)
+        # The arbiter spawns right after the hook that logged: a third worker comes at once or not at all. Waiting
+        # for it is bounded by 30 s when it is due, and by 2 s of its absence when refused.
+        wait_until(lambda: len(server.worker_pids()) == 3, timeout=2 if strict else 30)
         workers = len(server.worker_pids())
     finally:
         server.stop()

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,28 @@ def test_metrics_add_up_both_workers_and_forget_dead_ones(site_db: PrivateMariaD
     try:
         # 50 ms queries from 40 clients on 2 x 5 connections: queueing is certain.
         result = server.load(clients=40, requests=5, paths="/report/slow/?seconds=0.05")
-        time.sleep(2.5)  # each worker copies its counters at least once a second
-        text = server.get("/metrics")[2].decode()
-        served_by = {pid for pid in server.worker_pids()}
+        # Each worker copies its counters about once a second (the one answering, at the scrape): until a scrape has
+        # every request's checkout and nothing in use, some worker's copy is older than the load's end.
+        scrape: dict[str, str] = {}
+
+        def settled() -> bool:
+            scrape["text"] = server.get("/metrics")[2].decode()
+            return (metric(scrape["text"], "mysql_pool_checkouts_total") >= result["ok"]
+                    and metric(scrape["text"], "mysql_pool_in_use") == 0)
+
+        wait_until(settled, timeout=15, interval=0.2)
+        text = scrape["text"]
+        served_by = set(server.worker_pids())
         metrics_dir = Path(server.env["PROMETHEUS_MULTIPROC_DIR"])
         victim = next(iter(served_by))
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: len(server.worker_pids()) == 2 and victim not in server.worker_pids(), 30)
-        time.sleep(1)
-        leftovers = [p.name for p in metrics_dir.iterdir() if "live" in p.name and str(victim) in p.name]
+
+        def leftovers() -> list[str]:
+            return [p.name for p in metrics_dir.iterdir() if "live" in p.name and str(victim) in p.name]
+
+        wait_until(lambda: not leftovers(), timeout=10)  # the arbiter's child_exit removes them
+        left = leftovers()
     finally:
         server.stop()
     checkouts = metric(text, "mysql_pool_checkouts_total")
@@ -50,7 +62,7 @@ def test_metrics_add_up_both_workers_and_forget_dead_ones(site_db: PrivateMariaD
     assert metric(text, "mysql_pool_connects_total") <= 10
     waits = re.search(r'^mysql_pool_wait_seconds_count\{[^}]*outcome="granted"[^}]*\} ([0-9.e+]+)$', text, re.MULTILINE)
     assert waits and float(waits.group(1)) > 0, "40 clients on 2 x 5 connections must have queued"
-    assert leftovers == [], f"the dead worker's live gauges stayed: {leftovers}"
+    assert left == [], f"the dead worker's live gauges stayed: {left}"
 
 
 def budget_command(db: PrivateMariaDB, *args: str) -> subprocess.CompletedProcess[str]:

@@ -79,6 +79,8 @@ def test_one_counter_at_a_time_and_only_while_watched(site_db: PrivateMariaDB, t
 
 def test_every_worker_is_in_pool_stats_and_metrics_from_the_first_request(site_db: PrivateMariaDB,
                                                                           tmp_path: Path) -> None:
+    # The server count below is of every app connection: earlier tests' sessions must be gone first.
+    assert wait_until(lambda: site_db.app_connection_count() == 0, timeout=30)
     stats_dir = tmp_path / "stats"
     server = Gunicorn(site_db, POOL_STATS_DIR=str(stats_dir)).start(wait=False)
     try:
@@ -90,14 +92,15 @@ def test_every_worker_is_in_pool_stats_and_metrics_from_the_first_request(site_d
         while len(answers) < 100 and {a["pid"] for a in answers} != workers:  # try to hear from both workers
             answers.append(json.loads(server.get("/-/pool")[2]))
 
-        # The status endpoints take no pool connection: checkouts stay where they were.
-        time.sleep(1.5)  # every worker's snapshot is fresh
-        before = json.loads(server.get("/-/pool")[2])["total"]["default"]["checkouts"]
+        # The status endpoints take no pool connection: checkouts stay where they were. Each count is read from
+        # snapshots every worker took after the requests before it (they publish about once a second).
+        before = server.pool_view(fresh_since=time.monotonic())["total"]["default"]["checkouts"]
         for _ in range(10):
             assert server.get("/")[0] == 200
             assert server.get("/-/pool?db=1")[0] == 200
         assert wait_until(lambda: "connections" in (json.loads(server.get("/-/pool?db=1")[2])["server"] or {}), 30)
-        time.sleep(1.5)
+        asked = time.monotonic()
+        server.pool_view(fresh_since=asked)
         watched = json.loads(server.get("/-/pool?db=1")[2])
         on_server = connections_of(site_db, workers)  # the pools' connections, and the page's counter
 
@@ -164,8 +167,9 @@ def test_status_page_stays_live_and_exact_while_a_load_saturates_the_pool(site_d
                 time.sleep(0.2)
             load.wait(120)
             output = (tmp_path / "locust.log").read_text()
+            desktop_width = driver.execute_script("return window.innerWidth")
             driver.set_window_size(390, 844)  # a phone
-            time.sleep(1.5)
+            wait_for(lambda: driver.execute_script("return window.innerWidth") < desktop_width, "the narrower page")
             phone_overflow = driver.execute_script(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
             driver.save_screenshot(str(tmp_path / "status-phone.png"))

@@ -7,6 +7,7 @@ the tests of this one class (scripts/test runs them on the oldest and the newest
 from __future__ import annotations
 
 import logging
+import os
 import re
 import select
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
+from pymysql.protocol import EOFPacketWrapper
 
 from .errors import ConnectionReturned
 from .settings import PoolConfig
@@ -68,10 +70,44 @@ _CLEAR_STATE_FLAG = "DO 0"
 _monkey = sys.modules.get("gevent.monkey")
 _poll = _monkey.get_original("select", "poll") if _monkey is not None else select.poll
 
-# PyMySQL (1.2) tries TLS by default and builds a new SSLContext, loading the system CA bundle, for every connect:
-# ~25 ms of CPU per connect. One context per distinct TLS configuration, shared by every connection, removes that.
-_ssl_contexts: dict[tuple[tuple[str, str], ...], _ssl.SSLContext] = {}
-_ssl_contexts_lock = threading.Lock()
+class TLSContexts:
+    """The TLS contexts of one driver's connections: one per TLS configuration, built again when a file it was built
+    from (CA, CA folder, certificate, key) changes on disk, so that a rotated certificate is read at the next connect.
+
+    PyMySQL (1.2) tries TLS by default and builds a new SSLContext, loading the system CA bundle, for every connect:
+    ~25 ms of CPU per connect. Sharing one removes that; a connection made without a driver keeps PyMySQL's way.
+    """
+
+    _FILES = ("ca", "capath", "cert", "key")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[tuple[str, str], ...], tuple[tuple[Any, ...], _ssl.SSLContext]] = {}
+
+    def get(self, sslp: Mapping[str, Any], build: Callable[[Any], _ssl.SSLContext]) -> _ssl.SSLContext:
+        key = tuple(sorted((str(k), repr(v)) for k, v in sslp.items()))
+        stamps = self._stamps(sslp)
+        found = self._contexts.get(key)
+        if found is None or found[0] != stamps:
+            with self._lock:
+                found = self._contexts.get(key)
+                if found is None or found[0] != stamps:
+                    found = (stamps, build(sslp))
+                    self._contexts[key] = found
+        return found[1]
+
+    @classmethod
+    def _stamps(cls, sslp: Mapping[str, Any]) -> tuple[Any, ...]:
+        stamps: list[Any] = []
+        for name in cls._FILES:
+            path = sslp.get(name)
+            if isinstance(path, (str, os.PathLike)):
+                try:
+                    st = os.stat(path)
+                    stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    stamps.append(None)  # PyMySQL's own build reports the missing file
+        return tuple(stamps)
 
 
 def _is_disconnect_code(exc: BaseException, codes: frozenset[int] = DISCONNECT_CODES) -> bool:
@@ -122,6 +158,26 @@ class ConnectionHandle:
         return f"<pooled connection handle {state}>"
 
 
+class _StatusKeepingResult(pymysql.connections.MySQLResult):  # type: ignore[misc]
+    """PyMySQL takes the server status only from OK packets; a result set's closing EOF packet carries it too. Without
+    it the status after a SELECT, or after MariaDB's INSERT ... RETURNING, is the one from before: a transaction that
+    statement opened would look closed, and whatever the pool decides from the status (the rollback, the reset) would
+    be wrong. Same work per row as PyMySQL's own check."""
+
+    def _check_packet_is_eof(self, packet: Any) -> bool:
+        if not packet.is_eof_packet():
+            return False
+        eof = EOFPacketWrapper(packet)
+        self.warning_count = eof.warning_count
+        self.has_next = eof.has_next
+        self.server_status = eof.server_status
+        conn = self.connection
+        if conn is not None:  # an unbuffered result's end arrives after _read_query_result has returned
+            conn.server_status = eof.server_status
+            conn._pool_status_seen |= eof.server_status
+        return True
+
+
 class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     """A PyMySQL connection that knows whether a command is under way, which cursors its current checkout made, and
     how to reset or kill itself. The only place in the kit that touches PyMySQL's private attributes."""
@@ -137,8 +193,9 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     _pool_untracked_text: re.Pattern[str] | None = None
     _pool_untracked_bytes: re.Pattern[bytes] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pool_tls_contexts: TLSContexts | None = None, **kwargs: Any) -> None:
         self._pool_cursors: list[weakref.ref[Any]] = []
+        self._pool_tls_contexts = pool_tls_contexts
         super().__init__(*args, **kwargs)
 
     def connect(self, sock: Any = None) -> None:
@@ -151,15 +208,10 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     # -- TLS ------------------------------------------------------------------------------------------------------
 
     def _create_ssl_ctx(self, sslp: Any) -> _ssl.SSLContext:
-        if isinstance(sslp, _ssl.SSLContext):
-            return sslp
-        key = tuple(sorted((str(k), repr(v)) for k, v in dict(sslp).items()))
-        ctx = _ssl_contexts.get(key)
-        if ctx is None:
-            with _ssl_contexts_lock:
-                ctx = _ssl_contexts.get(key) or super()._create_ssl_ctx(sslp)
-                _ssl_contexts[key] = ctx
-        return ctx
+        contexts = self._pool_tls_contexts
+        if contexts is None or isinstance(sslp, _ssl.SSLContext):
+            return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
+        return contexts.get(sslp, super()._create_ssl_ctx)
 
     # -- a command is under way from its first byte sent to its answer read in full ---------------------------------
 
@@ -170,14 +222,18 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         super()._request_authentication()
 
     def _execute_command(self, command: int, sql: Any) -> None:
-        self._pool_in_flight = True
-        if command == COMMAND.COM_INIT_DB or (
-                command == COMMAND.COM_QUERY and (_USE_BYTES if isinstance(sql, bytes) else _USE_TEXT).search(sql)):
+        if command == COMMAND.COM_QUERY:
+            # PyMySQL sends str, bytes, or (executemany's bulk INSERT) a bytearray; anything not str is bytes-like.
+            text = isinstance(sql, str)
+            if (_USE_TEXT if text else _USE_BYTES).search(sql):
+                self._pool_database_changed = True
+            if self._pool_tracking and not self._pool_untracked_change:
+                pattern = self._pool_untracked_text if text else self._pool_untracked_bytes
+                if pattern is not None and pattern.search(sql):
+                    self._pool_untracked_change = True
+        elif command == COMMAND.COM_INIT_DB:
             self._pool_database_changed = True
-        if self._pool_tracking and not self._pool_untracked_change and command == COMMAND.COM_QUERY:
-            pattern = self._pool_untracked_bytes if isinstance(sql, bytes) else self._pool_untracked_text
-            if pattern is not None and pattern.search(sql):
-                self._pool_untracked_change = True
+        self._pool_in_flight = True
         super()._execute_command(command, sql)
 
     def _read_ok_packet(self) -> Any:
@@ -190,13 +246,22 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         return ok
 
     def _read_query_result(self, unbuffered: bool = False) -> Any:
+        # PyMySQL's own, with a result class that keeps the status of a result set's closing EOF packet.
+        self._result = None
+        result = _StatusKeepingResult(self)
         try:
-            rows = super()._read_query_result(unbuffered=unbuffered)
+            if unbuffered:
+                result.init_unbuffered_query()
+            else:
+                result.read()
         except MySQLError as exc:
             self._pool_answered(exc)
             raise
+        self._result = result
+        if result.server_status is not None:
+            self.server_status = result.server_status
         self._pool_answered(None)
-        return rows
+        return result.affected_rows
 
     def _pool_answered(self, error: MySQLError | None) -> None:
         # An error packet read whole leaves the protocol in step; a lost or garbled answer does not.
@@ -216,10 +281,16 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         self._pool_in_flight = False
         self._pool_untracked_change = True  # read without a status we keep: count it as a change
 
+    def pool_may_be_in_transaction(self) -> bool:
+        # With autocommit off, a statement that failed may have opened a transaction (and kept its row locks) that no
+        # status reported: only autocommit on and no IN_TRANS mean none is open.
+        status = self.server_status
+        return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS or not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT)
+
     def pool_session_changed(self) -> bool:
         """Whether this checkout may have left session state behind (reset="tracked")."""
         return bool(self._pool_untracked_change or self._pool_status_seen & SERVER_SESSION_STATE_CHANGED
-                    or self.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+                    or self.pool_may_be_in_transaction())
 
     def pool_clear_tracking(self) -> None:
         self._pool_status_seen = 0
@@ -319,6 +390,8 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         for _ in statements:
             self._next_seq_id = 1
             self._read_query_result()
+            while self._result is not None and self._result.has_next:
+                self._read_query_result()  # numbered on from the previous result: no sequence reset
             statuses.append(self.server_status)
             self._pool_in_flight = True
         self._result = None
@@ -362,6 +435,7 @@ class PyMySQLDriver:
         # application turns it back on.
         kwargs.setdefault("autocommit", True)
         kwargs.setdefault("charset", "utf8mb4")
+        kwargs["pool_tls_contexts"] = TLSContexts()
         self._kwargs = kwargs
         self.session_init: tuple[str, ...] = tuple(init)
         self.autocommit = bool(kwargs["autocommit"])
@@ -530,8 +604,12 @@ class PyMySQLDriver:
                 # The caller changed the character set (SET NAMES through PyMySQL): the next one gets the pool's.
                 conn.set_character_set(self.charset, self.collation)
             cleared = True
-        elif mode == "rollback" and conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS:
-            conn.rollback()
+        elif mode == "rollback" and conn.pool_may_be_in_transaction():
+            # Never let SET autocommit=1 commit what the caller left open: roll back first, in the same write.
+            statements = ["ROLLBACK"]
+            if self.autocommit and not conn.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
+                statements.append("SET autocommit=1")
+            conn.pool_run_pipelined(statements)
         if bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT) != self.autocommit:
             conn.autocommit(self.autocommit)
         conn.autocommit_mode = self.autocommit

@@ -146,7 +146,8 @@ def test_tracked_mode_relies_on_its_statement_check(site_db: PrivateMariaDB) -> 
         except AssertionError:
             leaked.add(case)
     print(f"\nwithout the statement check, tracked mode leaks: {sorted(leaked)}")
-    assert {"user_variable_in_do", "named_lock", "named_lock_in_function", "user_variable_in_function",
-            "sql_mode_in_function", "named_lock_in_procedure", "set_transaction_next_only", "last_insert_id",
+    # What the server reports on a result set's closing EOF packet (a stored function's SET SESSION, a one-shot SET
+    # TRANSACTION) is not here: it leaked only while PyMySQL's status was read from OK packets alone.
+    assert {"user_variable_in_do", "named_lock", "named_lock_in_function", "named_lock_in_procedure", "last_insert_id",
             "user_variable_in_select"} <= leaked
     assert "user_variable" not in leaked and "temporary_table" not in leaked, "the server reports these itself"

@@ -39,7 +39,10 @@ class _PoolEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_pools: dict[str, _PoolEntry] = {}
+# One pool per alias and isolation level: Django keeps the isolation level on the wrapper, not in the connection
+# parameters, and a wrapper built from other settings (`connection.copy()` with another OPTIONS["isolation_level"])
+# must get sessions set up its way.
+_pools: dict[tuple[str, str | None], _PoolEntry] = {}
 _pools_lock = threading.Lock()
 
 
@@ -62,37 +65,44 @@ def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
 def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _PoolEntry:
     # Runs on every request (each gets a new wrapper): a plain dict comparison, cheap because Django's conversion
     # tables are the same object each time.
-    entry = _pools.get(wrapper.alias)
+    key = (wrapper.alias, wrapper.isolation_level)
+    entry = _pools.get(key)
     if entry is not None and entry.params == conn_params:
         return entry
     with _pools_lock:
-        entry = _pools.get(wrapper.alias)
-        if entry is None or entry.params != conn_params:
-            if entry is not None:
-                # Settings changed under the same alias (the test runner renames NAME to test_...): retire the old.
-                entry.pool.close()
+        # Settings changed under the same alias (the test runner renames NAME to test_...): retire the old pools.
+        for stale in [k for k, e in _pools.items() if k[0] == wrapper.alias and e.params != conn_params]:
+            _pools.pop(stale).pool.close()
+        entry = _pools.get(key)
+        if entry is None:
             session_init = []
             if wrapper.isolation_level:
                 session_init.append(f"SET SESSION TRANSACTION ISOLATION LEVEL {wrapper.isolation_level.upper()}")
+            first_of_alias = not any(k[0] == wrapper.alias for k in _pools)
             pool = ConnectionPool(
                 conn_params,
                 pool_config_for(wrapper.settings_dict, wrapper.alias),
-                name=wrapper.alias,
+                name=wrapper.alias if first_of_alias else f"{wrapper.alias}[{wrapper.isolation_level}]",
                 session_init=session_init,
             )
             entry = _PoolEntry(dict(conn_params), pool)
-            _pools[wrapper.alias] = entry
+            _pools[key] = entry
     return entry
 
 
 def pools() -> dict[str, ConnectionPool]:
-    """The pools this process built, by alias (for stats views and hooks)."""
-    return {alias: entry.pool for alias, entry in _pools.items()}
+    """The pools this process built, by alias (for stats views and hooks); for an alias used with more than one
+    isolation level, the first one built."""
+    found: dict[str, ConnectionPool] = {}
+    for (alias, _), entry in _pools.items():
+        found.setdefault(alias, entry.pool)
+    return found
 
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):
     _pool_lease: Lease | None = None
     _pool_entry: _PoolEntry | None = None
+    _pool_fresh_checkout = False  # set by get_new_connection, for the init_connection_state that connect() runs next
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
@@ -110,13 +120,16 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         self._pool_entry = entry = get_pool_entry(self, conn_params)
         lease = entry.pool.acquire()
         self._pool_lease = lease
+        self._pool_fresh_checkout = True
         conn = lease.connection
         if conn.encoders.get(bytes) is bytes:  # as Django's own backend does for MySQLdb compatibility
             conn.encoders.pop(bytes)
         return conn
 
     def init_connection_state(self) -> None:
-        if self._pool_lease is None:
+        fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
+        if self._pool_lease is None or not fresh:
+            # Called again on a connection in use (not by connect()): do what Django does, through its cursor.
             super().init_connection_state()
             return
         # The version check runs once per alias and process. The isolation level is the pool's session_init, sent

@@ -17,8 +17,8 @@ ConnT = TypeVar("ConnT")
 
 
 class Driver(Protocol[ConnT]):
-    """What the pool needs from a driver. No method but `connect`, `ping`, `reset` and `close` may do I/O that waits
-    for the server; none is called with the pool's lock held."""
+    """What the pool needs from a driver. No method but `connect`, `ping`, `reset`, `close`, `end_session` and
+    `server_wait_timeout` may do I/O that waits for the server; none is called with the pool's lock held."""
 
     @property
     def target(self) -> str:
@@ -47,6 +47,10 @@ class Driver(Protocol[ConnT]):
     def abort(self, conn: ConnT) -> None:
         """Close the socket for real, even if another greenlet or thread is blocked on it: the server sees the
         session end. For broken connections and ones still in use when taken back; never raises."""
+
+    def end_session(self, conn: ConnT, aborted: ConnT) -> None:
+        """Through `conn`, end the server session of `aborted`, a connection just aborted while a command was under
+        way on it (the server would run that command to its end). A no-op where `conn` cannot reach that session."""
 
     def forget(self, conn: ConnT) -> None:
         """Drop this process's handle of a connection inherited across fork, without a word to the server and

@@ -34,6 +34,7 @@ from .settings import PoolConfig
 
 log = logging.getLogger("pool")
 
+_getcurrent: Callable[[], Any] | None
 try:
     from greenlet import getcurrent as _getcurrent
 except ImportError:  # pragma: no cover - greenlet comes with gevent, which the kit requires
@@ -193,7 +194,7 @@ class _Maintenance:
                 return
             try:
                 pool.maintain()
-            except Exception:  # noqa: BLE001 - the loop must outlive one bad round; the next one retries
+            except Exception:  # the loop must outlive one bad round; the next one retries
                 log.exception("pool %r: maintenance round failed; retrying in %gs", self._name, self._interval)
             del pool
 
@@ -480,13 +481,44 @@ class ConnectionPool:
             return
         kept: _Record | None = None
         try:
-            if record is not None and drop is None:
-                kept = self._check_in(record, now)
-            elif record is not None:
-                self._counters[drop] += 1
-                self._driver.abort(record.conn)
+            if record is not None:
+                if drop is None:
+                    kept = self._check_in(record, now)
+                else:
+                    self._counters[drop] += 1
+                    kept = self._abort(record.conn)
         finally:
             self._hand_back(lease, kept)
+
+    def _abort(self, conn: Any) -> _Record | None:
+        """Close `conn` for real. If a command was still under way on it (a greenlet killed mid-query, a connection
+        used elsewhere), the server would go on running it, and keep the session, for nobody: end that session from
+        the same slot, so the server's count is back within the cap after one round trip. Returns the connection
+        that did it, to be handed on in the slot, or None."""
+        in_use = self._driver.in_flight(conn)
+        self._driver.abort(conn)
+        if not in_use or self._closed:
+            return None
+        with self._lock:
+            idle = self._idle.pop() if self._idle else None
+        try:
+            record = self._make_ready(idle)
+        except Exception as exc:  # noqa: BLE001 - the server may be gone too; the session then ends with it
+            log.info("pool %r: no connection to end an abandoned session with (%s)", self.name, _describe_error(exc))
+            return None
+        try:
+            self._driver.end_session(record.conn, conn)
+        except Exception as exc:  # noqa: BLE001
+            log.info("pool %r: could not end an abandoned session (%s)", self.name, _describe_error(exc))
+            if self._driver.is_disconnect(exc):
+                self._driver.abort(record.conn)
+                return None
+        except BaseException:
+            self._driver.abort(record.conn)  # it holds no slot of its own
+            raise
+        else:
+            self._counters[S.SESSIONS_ENDED] += 1
+        return record
 
     def _check_in(self, record: _Record, now: float) -> _Record | None:
         """Make a returned connection fit for the next caller, or drop it (then None)."""
@@ -497,8 +529,7 @@ class ConnectionPool:
                 "pool %r: closed a connection that was given back while a command was still under way on it (another "
                 "greenlet or thread was using it, or its command was interrupted); its server session ends", self.name,
             )
-            self._driver.abort(conn)
-            return None
+            return self._abort(conn)
         try:
             cleared = self._driver.reset(conn, self.config.reset)
         except BaseException as exc:
@@ -521,7 +552,8 @@ class ConnectionPool:
         return record
 
     def _hand_back(self, lease: Lease, record: _Record | None) -> None:
-        """Free ``lease``'s slot: to the oldest waiter if there is one (with the connection, if any), else to the pool."""
+        """Free ``lease``'s slot: to the oldest waiter if there is one (with the connection, if any), else to the
+        pool."""
         waiter = None
         to_close = None
         with self._lock:
@@ -707,7 +739,7 @@ class ConnectionPool:
             try:
                 record = self._connect()
                 opened += 1
-            except Exception:  # noqa: BLE001 - reported by _connect; the next round tries again
+            except Exception:  # reported by _connect; the next round tries again
                 if not quiet:
                     raise
                 return opened
@@ -725,7 +757,7 @@ class ConnectionPool:
 
 
 def _describe_error(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args = exc.args
     if len(args) == 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return f"{type(exc).__name__}: {exc}"

@@ -34,6 +34,7 @@ from .settings import PoolConfig
 DISCONNECT_CODES = frozenset({0, 1053, 1927, 2006, 2013, 2014, 2045, 2055, 4031})
 
 COM_RESET_CONNECTION = 0x1F
+_ER_NO_SUCH_THREAD = 1094
 # In server_status when the server, with CLIENT_SESSION_TRACK and session_track_state_change=ON, reports that the
 # statement changed the session's state. It stays set on later result sets until an OK packet without a change.
 SERVER_SESSION_STATE_CHANGED = 1 << 14
@@ -183,6 +184,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     how to reset or kill itself. The only place in the kit that touches PyMySQL's private attributes."""
 
     _pool_in_flight = False
+    _pool_interrupted = False
     _pool_poller: Any = None
     # Session-state tracking for reset="tracked": what this checkout's packets said, and whether a statement did
     # something tracking would not report.
@@ -200,7 +202,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
-        self._pool_in_flight = False
+        self._pool_in_flight = self._pool_interrupted = False
         # Made once per connection: cheaper than a poll object per check.
         self._pool_poller = _poll()
         self._pool_poller.register(self._sock.fileno(), select.POLLIN | select.POLLPRI)
@@ -242,6 +244,9 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         except MySQLError as exc:
             self._pool_answered(exc)
             raise
+        except BaseException as exc:
+            self._pool_interrupted_by(exc)
+            raise
         self._pool_answered(None)
         return ok
 
@@ -257,11 +262,20 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         except MySQLError as exc:
             self._pool_answered(exc)
             raise
+        except BaseException as exc:
+            self._pool_interrupted_by(exc)
+            raise
         self._result = result
         if result.server_status is not None:
             self.server_status = result.server_status
         self._pool_answered(None)
         return result.affected_rows
+
+    def _pool_interrupted_by(self, exc: BaseException) -> None:
+        # A gevent Timeout, GreenletExit or KeyboardInterrupt while waiting for the answer: PyMySQL closes the socket
+        # without a word, but the server goes on running the command.
+        if not isinstance(exc, Exception):
+            self._pool_interrupted = True
 
     def _pool_answered(self, error: MySQLError | None) -> None:
         # An error packet read whole leaves the protocol in step; a lost or garbled answer does not.
@@ -299,7 +313,8 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     def pool_in_flight(self) -> bool:
         if self._sock is None:
-            return False  # nothing can be under way on a closed connection: it is merely broken
+            # Closed: merely broken, unless our side cut it while the server was still running a command.
+            return self._pool_interrupted
         result = self._result
         return self._pool_in_flight or (result is not None and bool(result.unbuffered_active))
 
@@ -616,6 +631,17 @@ class PyMySQLDriver:
         conn._pool_status_seen = 0
         conn._pool_untracked_change = conn._pool_database_changed = False
         return cleared
+
+    def end_session(self, conn: PooledConnection, aborted: PooledConnection) -> None:
+        # Only the server that runs it can end it; a host list may have failed over since.
+        if (conn.host, conn.port, conn.unix_socket) != (aborted.host, aborted.port, aborted.unix_socket):
+            return
+        try:
+            conn.query(f"KILL CONNECTION {int(aborted.server_thread_id[0])}")
+        except MySQLError as exc:
+            if not (exc.args and exc.args[0] == _ER_NO_SUCH_THREAD):
+                raise  # else it ended meanwhile by itself
+        conn.pool_clear_tracking()
 
     def close(self, conn: PooledConnection) -> None:
         try:

@@ -27,6 +27,7 @@ REJECTED = "rejected"
 PINGS = "pings"
 DISCARDED = "discarded"
 ABORTED_IN_USE = "aborted_in_use"
+SESSIONS_ENDED = "sessions_ended"
 RECYCLED = "recycled"
 IDLE_CLOSED = "idle_closed"
 RECLAIMED = "reclaimed"
@@ -65,6 +66,8 @@ TABLE: tuple[Stat, ...] = (
     Stat(ABORTED_IN_USE, "counter", "connections closed while still in use: a command was under way on them at "
                                     "return (used by another greenlet or thread, or interrupted mid-command), or they "
                                     "were still held when the pool was drained at exit"),
+    Stat(SESSIONS_ENDED, "counter", "server sessions of aborted connections ended with KILL because a command was "
+                                    "still running on them (so the server stops it and its count returns to the cap)"),
     Stat(RECYCLED, "counter", "connections closed at max_lifetime"),
     Stat(IDLE_CLOSED, "counter", "connections closed after idle_timeout beyond min_idle"),
     Stat(RECLAIMED, "counter", "connections taken back from an owner (greenlet or thread) that died holding them"),

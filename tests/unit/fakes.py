@@ -40,6 +40,8 @@ class FakeDriver:
         self.connect_error: BaseException | None = None
         self.connect_attempts = 0
         self.pings = 0
+        self.sessions_ended: list[tuple[int, int]] = []  # (through, of)
+        self.end_session_error: BaseException | None = None
 
     @property
     def open_now(self) -> list[FakeConnection]:
@@ -75,6 +77,11 @@ class FakeDriver:
 
     def abort(self, conn: FakeConnection) -> None:
         conn.ended = conn.ended or "abort"
+
+    def end_session(self, conn: FakeConnection, aborted: FakeConnection) -> None:
+        self.sessions_ended.append((conn.number, aborted.number))
+        if self.end_session_error is not None:
+            raise self.end_session_error
 
     def forget(self, conn: FakeConnection) -> None:
         conn.ended = conn.ended or "forget"

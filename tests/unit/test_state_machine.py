@@ -16,8 +16,8 @@ import pool.core as core
 from pool import (
     ConfigError,
     ConnectionPool,
-    DatabaseUnavailable,
     ConnectionReturned,
+    DatabaseUnavailable,
     PoolClosed,
     PoolConfig,
     PoolTimeout,
@@ -84,7 +84,7 @@ def test_waiters_are_served_in_arrival_order() -> None:
 
         thread = threading.Thread(target=run)
         thread.start()
-        assert wait_for(lambda: pool.stats()[S.WAITING] == queued + 1)
+        assert wait_for(lambda queued=queued: pool.stats()[S.WAITING] == queued + 1)
         threads.append(thread)
     pool.release(held)
     for thread in threads:
@@ -282,8 +282,53 @@ def test_a_connection_still_in_use_elsewhere_is_aborted_on_return(caplog: pytest
     pool.release(lease)
     assert conn.ended == "abort" and conn.resets == []
     stats = pool.stats()
-    assert (stats[S.ABORTED_IN_USE], stats[S.DISCARDED], stats[S.IN_USE], stats[S.IDLE]) == (1, 0, 0, 0)
+    # The server would run that command on for nobody: a connection opened in the same slot ended its session.
+    assert (stats[S.ABORTED_IN_USE], stats[S.DISCARDED], stats[S.IN_USE], stats[S.IDLE]) == (1, 0, 0, 1)
     assert "still under way" in caplog.text
+
+
+def test_an_abandoned_session_is_ended_through_an_idle_connection_first() -> None:
+    pool, driver, _ = make_pool(size=2)
+    first, second = pool.acquire(), pool.acquire()
+    pool.release(second)  # idle now
+    conn_of(first).in_flight = True
+    pool.release(first)
+    assert driver.sessions_ended == [(2, 1)], "the idle connection ended the abandoned session; nothing new opened"
+    assert len(driver.opened) == 2 and len(driver.open_now) == 1
+    assert pool.stats()[S.SESSIONS_ENDED] == 1 and pool.stats()[S.IDLE] == 1
+
+
+def test_the_connection_that_ended_an_abandoned_session_goes_to_the_next_waiter() -> None:
+    pool, driver, _ = make_pool(size=1, timeout=5)
+    lease = pool.acquire()
+    results: list[Any] = []
+    thread = start_waiter(pool, results)
+    conn_of(lease).in_flight = True
+    pool.release(lease)
+    thread.join(5)
+    assert driver.sessions_ended == [(2, 1)]
+    assert conn_of(results[0]).number == 2 and len(driver.open_now) == 1, "the cap holds on this side throughout"
+    pool.release(results[0])
+
+
+@pytest.mark.parametrize("error", [FakeDisconnect("gone"), RuntimeError("refused")])
+def test_a_failed_end_of_an_abandoned_session_keeps_the_slot_sound(error: Exception) -> None:
+    pool, driver, _ = make_pool(size=1)
+    lease = pool.acquire()
+    conn_of(lease).in_flight = True
+    driver.end_session_error = error
+    pool.release(lease)
+    kept = isinstance(error, RuntimeError)  # an error the server answered leaves the connection usable
+    assert pool.stats()[S.IDLE] == int(kept) and pool.stats()[S.SESSIONS_ENDED] == 0
+    assert len(driver.open_now) == int(kept)
+    pool.release(pool.acquire())
+
+
+def test_a_connection_merely_broken_is_not_chased_on_the_server() -> None:
+    pool, driver, _ = make_pool(size=1)
+    lease = pool.acquire()
+    pool.release(lease, discard=True)
+    assert driver.sessions_ended == [] and len(driver.opened) == 1
 
 
 @pytest.mark.parametrize("error", [RuntimeError("reset failed"), KeyboardInterrupt()])
@@ -318,7 +363,8 @@ def test_connection_block_keeps_drops_or_aborts_by_exception_kind() -> None:
         with pool.connection() as handle:
             interrupted = handle.conn
             raise KeyboardInterrupt
-    assert interrupted.ended == "abort" and interrupted.resets == [], "an interrupted block may have left a half-done command"
+    assert interrupted.ended == "abort" and interrupted.resets == [], \
+        "an interrupted block may have left a half-done command"
     assert pool.stats()[S.DISCARDED] == 2 and pool.stats()[S.IN_USE] == 0
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import pymysql
 
@@ -24,7 +25,7 @@ from harness.mariadb import PrivateMariaDB
 from pool import ConnectionPool, PoolConfig
 
 
-def _floor(kwargs: dict[str, object]) -> Callable[[], None]:
+def _floor(kwargs: dict[str, Any]) -> Callable[[], None]:
     sem = threading.BoundedSemaphore(10)
     idle = deque([pymysql.connect(**kwargs)])
 
@@ -37,7 +38,7 @@ def _floor(kwargs: dict[str, object]) -> Callable[[], None]:
     return cycle
 
 
-def _queuepool(kwargs: dict[str, object], safe: bool) -> Callable[[], None]:
+def _queuepool(kwargs: dict[str, Any], safe: bool) -> Callable[[], None]:
     from sqlalchemy.dialects.mysql.pymysql import MySQLDialect_pymysql
     from sqlalchemy.pool import QueuePool
 
@@ -51,7 +52,7 @@ def _queuepool(kwargs: dict[str, object], safe: bool) -> Callable[[], None]:
     return cycle
 
 
-def _kit(kwargs: dict[str, object], reset: str, handles: bool = True) -> Callable[[], None]:
+def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True) -> Callable[[], None]:
     config = PoolConfig(size=10, reset=reset, ping_after=1.0)
     driver = None
     if not handles:
@@ -115,14 +116,14 @@ _writes = 0
 
 
 def _count_writes() -> None:
-    original = pymysql.connections.Connection._write_bytes
+    original = pymysql.connections.Connection._write_bytes  # type: ignore[attr-defined]  # as below
 
     def counting(self: pymysql.connections.Connection, data: bytes) -> None:
         global _writes
         _writes += 1
         original(self, data)
 
-    pymysql.connections.Connection._write_bytes = counting
+    pymysql.connections.Connection._write_bytes = counting  # type: ignore[attr-defined]  # private, not in types-PyMySQL
 
 
 if __name__ == "__main__":

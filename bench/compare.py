@@ -1,12 +1,12 @@
 """The same load against the kit and its baselines, served by real gunicorn (2 gevent workers), driven by real locust.
 
     .venv/bin/pip install -e '.[test,bench]'
-    .venv/bin/python -m bench.compare                # the full matrix (~10 minutes), writes docs/benchmarks-*.{json,png}
-    .venv/bin/python -m bench.compare --quick        # one scenario, for a look
+    .venv/bin/python -m bench.compare            # the full matrix (~10 minutes), writes docs/benchmarks-*.{json,png}
+    .venv/bin/python -m bench.compare --quick    # one scenario, for a look
 
-Requests/s is the number of requests gunicorn answered (its access log) over the run time; latencies come from
-locust. Variants: Django's stock MySQL backend with CONN_MAX_AGE=0 and 60, django-db-connection-pool (SQLAlchemy QueuePool,
-size 10, no overflow), and the kit (pool 10, default settings). All use PyMySQL. Each run starts a fresh gunicorn on a
+Requests/s is the number of requests gunicorn answered (its access log) over the run time; latencies come from locust.
+Variants: Django's stock MySQL backend with CONN_MAX_AGE=0 and 60, django-db-connection-pool (SQLAlchemy QueuePool, size
+10, no overflow), and the kit (pool 10, default settings). All use PyMySQL. Each run starts a fresh gunicorn on a
 private MariaDB (max_connections=400, as in the issue), runs locust headless for --seconds, and reads: requests/s, p50
 and p99, failures, the peak of the app's server connections (the budget gate's poller), new server connections
 (`Connections`) and statements (`Questions`) per request. Load goes to 127.0.0.1 only and every run is time-bounded.
@@ -149,9 +149,9 @@ def table(results: list[dict[str, Any]]) -> str:
     labels = {(cls, users, tls): label for label, cls, users, tls in SCENARIOS}
     for r in results:
         lines.append(
-            f"| {labels[(r['user_class'], r['users'], r['tls'])]} | {r['variant']} | {r['rps']:.0f} | {r['p50_ms']:.0f} "
-            f"| {r['p99_ms']:.0f} | {r['failures']} | {r['peak_connections']} | {r['connects_total']} "
-            f"| {r['statements_per_request']:.2f} | {r['too_many_connections']} |"
+            f"| {labels[(r['user_class'], r['users'], r['tls'])]} | {r['variant']} | {r['rps']:.0f} "
+            f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failures']} | {r['peak_connections']} "
+            f"| {r['connects_total']} | {r['statements_per_request']:.2f} | {r['too_many_connections']} |"
         )
     return "\n".join(lines)
 

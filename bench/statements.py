@@ -40,7 +40,7 @@ def measure(path: str, requests: int, warmup: int, concurrency: int) -> dict[str
 
     writes = 0
     admin: pymysql.connections.Connection | None = None
-    original_write = pymysql.connections.Connection._write_bytes
+    original_write = pymysql.connections.Connection._write_bytes  # type: ignore[attr-defined]  # as below
 
     def counting_write(self: pymysql.connections.Connection, data: bytes) -> None:
         nonlocal writes
@@ -48,7 +48,7 @@ def measure(path: str, requests: int, warmup: int, concurrency: int) -> dict[str
             writes += 1
         original_write(self, data)
 
-    pymysql.connections.Connection._write_bytes = counting_write
+    pymysql.connections.Connection._write_bytes = counting_write  # type: ignore[attr-defined]  # private, not in types-PyMySQL
 
     import django
 
@@ -56,7 +56,8 @@ def measure(path: str, requests: int, warmup: int, concurrency: int) -> dict[str
     from pool.settings import PoolConfig, set_process_overrides
 
     # As the gunicorn conf does: the environment's POOL_* settings reach the pool through process overrides.
-    set_process_overrides({k: v for k, v in PoolConfig.from_env().as_dict().items() if f"POOL_{k.upper()}" in os.environ})
+    set_process_overrides({k: v for k, v in PoolConfig.from_env().as_dict().items()
+                           if f"POOL_{k.upper()}" in os.environ})
     django.setup()
     from wsgiref.util import setup_testing_defaults
 

@@ -1,4 +1,5 @@
-"""Settings of the demo site the kit serves. The database comes from DATABASE_URL; the pool is tuned in gunicorn.conf.py."""
+"""Settings of the demo site the kit serves. The database comes from DATABASE_URL; the pool is tuned in
+gunicorn.conf.py."""
 
 from __future__ import annotations
 

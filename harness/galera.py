@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -53,7 +54,7 @@ class GaleraNode:
         return pymysql.connect(unix_socket=self.socket_path, user="root", password="", autocommit=True,
                                ssl_disabled=True, connect_timeout=3, read_timeout=10)
 
-    def query(self, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    def query(self, sql: str, args: object = None) -> list[tuple[Any, ...]]:
         with self.root() as conn, conn.cursor() as cur:
             cur.execute(sql, args)
             return list(cur.fetchall())

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -83,7 +84,7 @@ class PrivateMariaDB:
         """Root over the server's socket (root may not log in over TCP)."""
         return f"mysql://root:{ROOT_PASSWORD}@localhost/?unix_socket={self.socket_path}"
 
-    def app_connect_kwargs(self) -> dict[str, object]:
+    def app_connect_kwargs(self) -> dict[str, Any]:
         return {
             "host": "127.0.0.1",
             "port": self.port,
@@ -145,7 +146,8 @@ class PrivateMariaDB:
         ]
         if os.geteuid() == 0:
             cmd.append("--user=root")
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
@@ -165,10 +167,10 @@ class PrivateMariaDB:
         log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
         raise PrivateServerError(f"mariadbd did not come up on port {self.port}: {last_error}\n{log}")
 
-    def _root_connect(self, password: str | None = ROOT_PASSWORD, **kwargs: object) -> pymysql.connections.Connection:
+    def _root_connect(self, password: str | None = ROOT_PASSWORD, **kwargs: Any) -> pymysql.connections.Connection:
         return pymysql.connect(
             unix_socket=self.socket_path, user="root", password=password or "", ssl_disabled=True, autocommit=True,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def _create_app_account(self) -> None:
@@ -219,7 +221,7 @@ class PrivateMariaDB:
     def admin(self) -> pymysql.connections.Connection:
         return self._root_connect()
 
-    def query(self, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    def query(self, sql: str, args: object = None) -> list[tuple[Any, ...]]:
         with self.admin() as conn, conn.cursor() as cur:
             cur.execute(sql, args)
             return list(cur.fetchall())

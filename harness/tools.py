@@ -34,7 +34,8 @@ class ConnectionMonitor:
         with self.db.admin() as conn, conn.cursor() as cur:
             while not self._stop.is_set():
                 cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (self.user,))
-                self.peak = max(self.peak, int(cur.fetchone()[0]))
+                (count,) = cur.fetchone() or (0,)
+                self.peak = max(self.peak, int(count))
                 self.samples += 1
                 self._stop.wait(self.interval)
 
@@ -98,13 +99,12 @@ workdir_factory: Callable[[], Path] = _fresh_workdir
 class Gunicorn:
     """A real `gunicorn -c <conf>` with gevent workers on a free loopback port, for one test."""
 
-    def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", workdir: Path | None = None,
-                 **env: str) -> None:
+    def __init__(self, db: PrivateMariaDB, conf: str = "gunicorn.conf.py", **env: str) -> None:
         from harness.mariadb import free_port
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir if workdir is not None else workdir_factory()
+        self.workdir = workdir_factory()
         self.log_path = self.workdir / f"gunicorn-{self.port}.log"
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": db.app_url(), "BIND": f"127.0.0.1:{self.port}",
@@ -158,10 +158,11 @@ class Gunicorn:
              keepalive_share: float = 0.5, think: float = 0.0) -> dict[str, Any]:
         """Run harness.httpload against this server in a subprocess and return its JSON verdict."""
         out = subprocess.run(
-            [sys.executable, "-m", "harness.httpload", self.base, "--clients", str(clients), "--requests", str(requests),
-             "--paths", paths, "--deadline", str(deadline), "--keepalive-share", str(keepalive_share),
-             "--think", str(think)],
-            cwd=ROOT, capture_output=True, text=True, timeout=deadline + 60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            [sys.executable, "-m", "harness.httpload", self.base, "--clients", str(clients),
+             "--requests", str(requests), "--paths", paths, "--deadline", str(deadline),
+             "--keepalive-share", str(keepalive_share), "--think", str(think)],
+            cwd=ROOT, capture_output=True, text=True, timeout=deadline + 60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ import os
 import random
 from typing import Any
 
-import _budget  # noqa: F401 - the connection budget gate, shared by every scenario
+import _budget  # the connection budget gate, shared by every scenario
 import _mix  # noqa: F401 - the default mix when no class is named
 from locust import User, constant, events, task
 

@@ -9,6 +9,7 @@ new TCP connection and a new greenlet in gunicorn (nginx without upstream keep-a
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import _budget  # noqa: F401 - the connection budget gate, shared by every scenario
 import _mix  # noqa: F401 - the default mix when no class is named
@@ -18,7 +19,7 @@ PRODUCTS = 100
 CLOSE = {"Connection": "close"}
 
 
-def _ok_or_busy(response) -> None:  # type: ignore[no-untyped-def]
+def _ok_or_busy(response: Any) -> None:
     """A 503 with Retry-After is the pool's deliberate answer to overload: counted as a failure, but named."""
     if response.status_code == 503:
         response.failure(f"503 pool busy (Retry-After {response.headers.get('Retry-After')})")

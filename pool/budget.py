@@ -38,9 +38,9 @@ class Budget:
         where = f"server {self.server}: " if self.server else ""
         if self.needed > self.max_connections:
             found.append(
-                f"{where}the app may open {self.app_peak} connections ({self.formula}) plus a reserve of {self.reserve}: "
-                f"{self.needed} > the server's max_connections={self.max_connections}. Lower workers or POOL_SIZE, "
-                f"or raise max_connections on the server"
+                f"{where}the app may open {self.app_peak} connections ({self.formula}) plus a reserve of "
+                f"{self.reserve}: {self.needed} > the server's max_connections={self.max_connections}. Lower workers "
+                f"or POOL_SIZE, or raise max_connections on the server"
             )
         if self.max_user_connections and self.app_peak > self.max_user_connections:
             found.append(
@@ -62,7 +62,8 @@ class Budget:
             ("hosts", self.hosts), ("workers per host", self.workers), ("pool size per worker", self.pool_size),
             ("reload overlap (x2)", "yes" if self.reload_overlap else "no"), ("app peak", self.app_peak),
             ("reserve", self.reserve), ("needed", self.needed), ("server max_connections", self.max_connections),
-            ("max_user_connections", self.max_user_connections or "none"), ("connected now (all users)", self.connected_now),
+            ("max_user_connections", self.max_user_connections or "none"),
+            ("connected now (all users)", self.connected_now),
             ("verdict", "OVER BUDGET" if self.problems else "fits"),
         ]
         width = max(len(name) for name, _ in rows)

@@ -45,7 +45,7 @@ def _django_ready() -> bool:
     # A Celery app that does not use Django's ORM (the plain pool API) returns its own connections.
     from django.apps import apps
 
-    return apps.ready
+    return bool(apps.ready)
 
 
 def _return_connections(**_: Any) -> None:

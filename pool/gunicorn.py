@@ -77,10 +77,10 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
         server.log.warning("pool: starting without the database (POOL_START_WITHOUT_DATABASE=1): %s; connection "
                            "budget not checked", cause)
         return None
-    for label, exc in unreachable:
+    for label, error in unreachable:
         # A failover list may start with a node down; the pool skips it until it answers.
         server.log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked",
-                           label, describe_connect_failure(exc, {**kwargs, "host": label, "port": ""}))
+                           label, describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
     for result in results:
         for problem in result.problems:
             if strict:

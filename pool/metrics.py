@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from . import stats as S
 from .background import start_background
@@ -24,8 +23,9 @@ PREFIX = "mysql_pool"
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # How a worker's gauge adds up across workers: a cap and an age are maxima, counts are sums.
-_MULTIPROCESS_MODES = {S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum",
-                       S.MAXWAIT_MS: "livemax"}
+_MULTIPROCESS_MODES: dict[str, Literal["livemax", "livesum"]] = {
+    S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum", S.MAXWAIT_MS: "livemax",
+}
 
 
 def metric_name(stat: str) -> str:
@@ -36,7 +36,8 @@ def metric_name(stat: str) -> str:
 class PoolMetrics:
     def __init__(self) -> None:
         # Every gauge and counter of the stats table, so /metrics cannot leave one out.
-        self.gauges = {s.name: Gauge(metric_name(s.name), s.help, ["pool"], multiprocess_mode=_MULTIPROCESS_MODES[s.name])
+        self.gauges = {s.name: Gauge(metric_name(s.name), s.help, ["pool"],
+                                     multiprocess_mode=_MULTIPROCESS_MODES[s.name])
                        for s in S.TABLE if s.kind == "gauge"}
         self.counters = {s.name: Counter(metric_name(s.name), s.help, ["pool"]) for s in S.TABLE if s.kind == "counter"}
         self.wait_seconds = Histogram(f"{PREFIX}_wait_seconds", "time callers queued for a connection",

@@ -150,11 +150,13 @@ class PoolConfig:
                               f"{self.setting_source('size')}={self.size}; lower min_idle")
 
     def setting_source(self, name: str) -> str:
-        """How the user sets `name` for this config, e.g. `POOL_SIZE` or `DATABASES['default']['OPTIONS']['pool']['size']`."""
+        """How the user sets `name` for this config, e.g. `POOL_SIZE` or
+        `DATABASES['default']['OPTIONS']['pool']['size']`."""
         return self.where.format(name=name, NAME=name.upper())
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "pool", base: PoolConfig | None = None) -> PoolConfig:
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "pool",
+                     base: PoolConfig | None = None) -> PoolConfig:
         """Settings from a dict (Django's OPTIONS['pool'], a conf file); unknown names are an error."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source} must be a dict of pool settings, not {type(values).__name__}")

@@ -73,9 +73,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None  # a stray file holding a list or a number is no snapshot
 
 
 class StatsDir:
@@ -117,7 +118,7 @@ class StatsDir:
 
     def watched(self) -> bool:
         asked = _read_json(self.path / _WATCH)
-        return bool(asked) and _now() - float(asked.get("at", 0)) < WATCH_SECONDS
+        return asked is not None and _now() - float(asked.get("at", 0)) < WATCH_SECONDS
 
     def write_server_count(self, reading: dict[str, Any]) -> None:
         _write_json(self.path / _SERVER, {**reading, "at": _now(), "pid": os.getpid()})

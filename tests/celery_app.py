@@ -1,8 +1,8 @@
 """A Celery app for tests/test_celery.py: the demo's models, the kit's pool, a private Redis broker (KIT_BROKER_URL).
-KIT_CELERY_INSTALL=1 connects pool.celery; KIT_POOL_SIZE and KIT_POOL_TIMEOUT set the pool; KIT_CELERY_DJANGO_FIXUP=0 turns Celery's own
-Django fixup off; KIT_PARENT_CONNECTION_FILE makes the worker's main process check out a connection through Django
-before it forks its children, write that session's id there, and at shutdown use the same connection again and add
-the id it then reports."""
+KIT_CELERY_INSTALL=1 connects pool.celery; KIT_POOL_SIZE and KIT_POOL_TIMEOUT set the pool; KIT_CELERY_DJANGO_FIXUP=0
+turns Celery's own Django fixup off; KIT_PARENT_CONNECTION_FILE makes the worker's main process check out a connection
+through Django before it forks its children, write that session's id there, and at shutdown use the same connection
+again and add the id it then reports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deploy.settings")
-from pool.settings import set_process_overrides  # noqa: E402
+from pool.settings import set_process_overrides
 
 set_process_overrides({"size": int(os.environ.get("KIT_POOL_SIZE", "3")),
                        "timeout": float(os.environ.get("KIT_POOL_TIMEOUT", "30")), "min_idle": 0})
@@ -22,7 +22,7 @@ from celery import Celery  # noqa: E402
 
 # Celery's own Django fixup (on when DJANGO_SETTINGS_MODULE is set as the app is made) closes connections after each
 # task; KIT_CELERY_DJANGO_FIXUP=0 turns it off, as for an app made before Django's settings are known.
-_fixups = [] if os.environ.get("KIT_CELERY_DJANGO_FIXUP") == "0" else None
+_fixups: list[str] | None = [] if os.environ.get("KIT_CELERY_DJANGO_FIXUP") == "0" else None
 app = Celery("kit-tests", broker=os.environ["KIT_BROKER_URL"], backend=os.environ["KIT_BROKER_URL"], fixups=_fixups)
 app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True, task_acks_late=False,
                 worker_prefetch_multiplier=4)

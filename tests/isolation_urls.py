@@ -4,7 +4,6 @@ from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-
 # One kind of session state each: the reset must clear it whether or not the server reports the change.
 SINGLE_STATES: dict[str, list[str]] = {
     "user_variable": ["SET @secret = 'card 4111-1111'"],

@@ -24,8 +24,8 @@ ABANDON_SCRIPT = """
 
     def sleeping(thread_id):
         with watcher.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s AND INFO LIKE 'SELECT SLEEP%%'",
-                        (thread_id,))
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                        "WHERE ID = %s AND INFO LIKE 'SELECT SLEEP%%'", (thread_id,))
             return cur.fetchone()[0] == 1
 
     def until(condition, timeout=15.0):

@@ -73,12 +73,11 @@ class Worker:
 
     def __enter__(self) -> Worker:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            process = self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log,
+                                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            assert wait_until(lambda: "ready." in self.log() or self.process.poll() is not None, timeout=60), \
-                self.log()
-            assert self.process.poll() is None, self.log()
+            assert wait_until(lambda: "ready." in self.log() or process.poll() is not None, timeout=60), self.log()
+            assert process.poll() is None, self.log()
         except BaseException:
             self.__exit__()
             raise

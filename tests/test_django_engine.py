@@ -153,7 +153,7 @@ def test_system_checks_name_bad_settings(site_db: PrivateMariaDB, options: dict[
     out = pool_settings(site_db, options, **extra)
     if "improperly_configured" in out:  # Django 6: see the script
         assert check_id == "pool.E001"
-        assert f"['OPTIONS']['pool']" in out["improperly_configured"] and next(iter(options)) in \
+        assert "['OPTIONS']['pool']" in out["improperly_configured"] and next(iter(options)) in \
             out["improperly_configured"]
     else:
         assert check_id in out["checks"]

@@ -114,7 +114,8 @@ def test_a_result_set_updates_the_server_status(connect_kwargs: dict[str, Any], 
 
 @pytest.mark.parametrize("reset", RESET_MODES)
 def test_a_multi_statement_init_command_keeps_the_protocol_in_step(connect_kwargs: dict[str, Any], reset: str) -> None:
-    kwargs = {**connect_kwargs, "init_command": 'SELECT "bar"; SET @from_init = "baz"', "client_flag": CLIENT.MULTI_STATEMENTS}
+    kwargs = {**connect_kwargs, "init_command": 'SELECT "bar"; SET @from_init = "baz"',
+              "client_flag": CLIENT.MULTI_STATEMENTS}
     pool = ConnectionPool(kwargs, PoolConfig(size=1, reset=reset))
     for _ in range(3):  # the first checkout after connect, then after each reset (where the set-up is replayed)
         with pool.connection() as conn:
@@ -146,7 +147,7 @@ def test_tls_contexts_are_shared_until_a_file_changes_on_disk(tmp_path: Path) ->
 
     def context_of_a_new_connection() -> Any:
         conn = PooledConnection(host="127.0.0.1", defer_connect=True, ssl=dict(ssl_options), pool_tls_contexts=contexts)
-        return conn.ctx
+        return conn.ctx  # type: ignore[attr-defined]  # set by PyMySQL's __init__; types-PyMySQL does not declare it
 
     first = context_of_a_new_connection()
     assert context_of_a_new_connection() is first, "one context per configuration, not one per connect"
@@ -165,7 +166,7 @@ def test_a_connection_made_without_a_driver_builds_its_own_tls_context(tmp_path:
     ssl_options = {"ca": str(_make_ca(tmp_path, "ca")), "check_hostname": False}
     a = PooledConnection(host="127.0.0.1", defer_connect=True, ssl=dict(ssl_options))
     b = PooledConnection(host="127.0.0.1", defer_connect=True, ssl=dict(ssl_options))
-    assert a.ctx is not b.ctx
+    assert a.ctx is not b.ctx  # type: ignore[attr-defined]  # as above: PyMySQL's, undeclared in its stubs
 
 
 ISOLATION_SCRIPT = """

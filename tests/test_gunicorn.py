@@ -77,6 +77,7 @@ def test_preloaded_arbiter_connection_is_neither_shared_nor_quit_by_workers(site
     assert result["failed"] == 0 and result_after_reload["failed"] == 0
     assert f"after {arbiter_conn} ok" in lines, lines
     assert still_there, "a worker sent COM_QUIT on the arbiter's session"
+    assert server.process is not None
     assert by_pid.get(server.process.pid) == 1, by_pid  # workers opened their own; the arbiter holds just its one
 
 
@@ -114,6 +115,7 @@ def test_sigkilled_worker_connections_leave_the_server(site_db: PrivateMariaDB) 
         before = app_connections_by_pid(site_db)
         victim = max(server.worker_pids(), key=lambda pid: before.get(pid, 0))
         assert before.get(victim, 0) > 0
+        assert server.process is not None
         server_pid = server.process.pid
         import os
 
@@ -140,6 +142,7 @@ def test_budget_check_warns_and_strict_mode_refuses(site_db: PrivateMariaDB, db:
     assert "connection budget" in log and "max_connections=25" in log and "50 > " in log, log
     strict = Gunicorn(site_db, POOL_SIZE="10", POOL_BUDGET_STRICT="1").start(wait=False)
     try:
+        assert strict.process is not None
         code = strict.process.wait(60)
     finally:
         strict.stop()

@@ -11,7 +11,7 @@ import pytest
 from harness.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, PrivateMariaDB, free_port
 from harness.tools import Gunicorn
 from pool import ConnectionPool, PoolConfig
-from pool.pymysql_driver import parse_hosts
+from pool.pymysql_driver import PyMySQLDriver, parse_hosts
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,7 @@ def test_the_pool_skips_a_dead_host_and_remembers_it(db: PrivateMariaDB, connect
     pool = ConnectionPool(kwargs, PoolConfig(size=3))
     leases = [pool.acquire() for _ in range(3)]
     driver = pool._driver
+    assert isinstance(driver, PyMySQLDriver)
     assert f"127.0.0.1:{dead},127.0.0.1:{db.port}" in pool.target
     for lease in leases:
         with lease.connection.cursor() as cur:

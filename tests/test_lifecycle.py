@@ -1,5 +1,6 @@
 """Lifecycle in production (issue 14), with real gunicorn gevent workers and the real server: the database down under
-load, a SIGTERM during writes, a warm start. Each test prints its figures (run with -s); docs/reliability.md keeps them."""
+load, a SIGTERM during writes, a warm start. Each test prints its figures (run with -s); docs/reliability.md keeps
+them."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_database_down_under_load_fails_fast_and_recovers_within_a_second(site_d
     # Requests using a connection when the server went away fail with 2013 (a 500, as any error in flight); after
     # that, every refusal is the pool's 503. At most one per connection then held: 2 workers x pool 5.
     in_flight = [t for t, status in failures if status == "500"]
-    assert set(status for _, status in failures) <= {"500", "503"}
+    assert {status for _, status in failures} <= {"500", "503"}
     assert len(in_flight) <= 10 and all(down_at - 1 <= t <= down_at + 5 for t in in_flight), in_flight
     # Before: one connect attempt per request, thousands. Now: a probe per worker at most every second or so.
     assert attempts <= 2 * 30, attempts
@@ -90,7 +91,7 @@ def test_sigterm_during_writes_loses_no_order_and_quits_every_session(site_db: P
     assert wait_until(lambda: db.app_connection_count() == 0, timeout=30)
     aborted_before = db.status("Aborted_clients")
     server = Gunicorn(site_db, WEB_WORKERS="2", POOL_SIZE="5", GRACEFUL_TIMEOUT="10").start()
-    stop, created, errors = threading.Event(), [], []
+    stop, created, errors = threading.Event(), list[int](), list[str]()
     clients = [threading.Thread(target=_place_orders, args=(server.port, stop, created, errors)) for _ in range(20)]
     try:
         for client in clients:
@@ -104,8 +105,9 @@ def test_sigterm_during_writes_loses_no_order_and_quits_every_session(site_db: P
         for client in clients:
             client.join(30)
         server.stop()
-    stored = {int(row[0]) for row in db.query("SELECT id FROM app.shop_order WHERE id IN (%s)" % ",".join(
-        str(i) for i in created))} if created else set()
+    ids = ",".join(str(i) for i in created)  # ints: safe to inline
+    rows = db.query(f"SELECT id FROM app.shop_order WHERE id IN ({ids})") if created else []
+    stored = {int(row[0]) for row in rows}
     sessions_left = db.app_connection_count()
     aborted = db.status("Aborted_clients") - aborted_before
     print(f"\nSIGTERM during writes: {len(created)} orders answered 201, {len(stored)} of them in the table; "

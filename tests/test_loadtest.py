@@ -20,6 +20,7 @@ from harness.tools import ROOT, Gunicorn, wait_until
 
 pytestmark = pytest.mark.slow
 LOCUST = str(Path(sys.executable).parent / "locust")
+NewcomerKit = tuple[str, Path, subprocess.Popen[bytes]]  # (base URL, run dir, deploy/serve.py's process)
 
 
 def locust(host: str, *args: str, database_url: str | None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -117,7 +118,7 @@ def test_without_a_database_to_count_the_load_runs_and_only_required_fails(serve
 
 
 @pytest.fixture(scope="module")
-def newcomer_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+def newcomer_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NewcomerKit]:
     """What scripts/serve runs (deploy/serve.py), with its private MariaDB and run/ in a temporary folder."""
     run_dir = tmp_path_factory.mktemp("run")
     port = free_port()
@@ -154,7 +155,7 @@ def newcomer_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
                 process.wait()
 
 
-def test_newcomer_path_counts_the_private_database_and_ends_with_the_verdict(newcomer_kit) -> None:  # type: ignore[no-untyped-def]
+def test_newcomer_path_counts_the_private_database_and_ends_with_the_verdict(newcomer_kit: NewcomerKit) -> None:
     base, run_dir, _ = newcomer_kit
     state = run_dir / "serve.json"
     assert state.stat().st_mode & 0o777 == 0o600, "the state file holds a password: its owner's only"
@@ -172,7 +173,7 @@ def test_newcomer_path_counts_the_private_database_and_ends_with_the_verdict(new
     assert set(json.loads(spawned.group(1))) == {"Reader", "NewConnectionReader", "Writer", "ReportUser"}
 
 
-def test_newcomer_path_with_a_budget_below_the_peak_fails(newcomer_kit) -> None:  # type: ignore[no-untyped-def]
+def test_newcomer_path_with_a_budget_below_the_peak_fails(newcomer_kit: NewcomerKit) -> None:
     base, run_dir, _ = newcomer_kit
     # POOL_SIZE=1 for locust only: its budget says 2 while the kit runs 2 x 10.
     result = locust(base, "-u", "100", "-r", "100", "-t", "4s", database_url=None, KIT_RUN_DIR=str(run_dir),
@@ -183,7 +184,7 @@ def test_newcomer_path_with_a_budget_below_the_peak_fails(newcomer_kit) -> None:
     assert "FAILED: the app's database connections went over budget" in output
 
 
-def test_serve_stops_its_private_database_and_forgets_it(newcomer_kit) -> None:  # type: ignore[no-untyped-def]
+def test_serve_stops_its_private_database_and_forgets_it(newcomer_kit: NewcomerKit) -> None:
     base, run_dir, process = newcomer_kit
     socket = run_dir / "mariadb" / "mysqld.sock"
     assert socket.exists()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_a_run_started_in_the_web_ui_charts_connections_against_the_budget(site_
     assert "counting the connections of 'app'" in (tmp_path / "locust.log").read_text()
 
 
-def _loaded(driver, url: str) -> bool:  # type: ignore[no-untyped-def]
+def _loaded(driver: Any, url: str) -> bool:
     from selenium.webdriver.common.by import By
 
     if not driver.find_elements(By.NAME, "userCount"):
@@ -76,14 +77,14 @@ def _loaded(driver, url: str) -> bool:  # type: ignore[no-untyped-def]
     return bool(driver.find_elements(By.NAME, "userCount")) and bool(driver.find_elements(By.ID, "kit-db"))
 
 
-def _samples(driver) -> int:  # type: ignore[no-untyped-def]
+def _samples(driver: Any) -> int:
     from selenium.webdriver.common.by import By
 
     found = driver.find_elements(By.ID, "kit-db-samples")
     return int(found[0].get_attribute("data-samples") or 0) if found else 0
 
 
-def _click_button(driver, label: str) -> bool:  # type: ignore[no-untyped-def]
+def _click_button(driver: Any, label: str) -> bool:
     from selenium.webdriver.common.by import By
 
     for button in driver.find_elements(By.TAG_NAME, "button"):

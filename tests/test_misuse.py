@@ -16,7 +16,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import pymysql
 import pytest
 
 from harness.mariadb import APP_DATABASE, APP_PASSWORD, PrivateMariaDB, free_port
@@ -223,7 +222,8 @@ def test_dead_owners_and_leaks_are_handled_with_no_traffic(db: PrivateMariaDB, c
     db.query(f"INSERT INTO {misuse_table} VALUES (1)")
     result = subprocess.run([sys.executable, "-c", __import__("textwrap").dedent(DEAD_OWNER_ROW_LOCK_SCRIPT)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "KIT_CONNECT_KWARGS": json.dumps(connect_kwargs)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "KIT_CONNECT_KWARGS": json.dumps(connect_kwargs)})
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"\nrow lock of a dead greenlet freed after {out['waited']:.2f}s with no pool traffic")
@@ -256,7 +256,7 @@ NASTY = "p@ss:w/rd%?#&="
 def test_nan_and_infinity_settings_stop_the_start_in_one_line(site_db: PrivateMariaDB, variable: str,
                                                               value: str) -> None:
     # Before: both started; a NaN wait never timed out, and a NaN read timeout stopped the gevent hub's timers.
-    code, log = start_and_wait_for_exit(site_db, **{variable: value})
+    code, log = start_and_wait_for_exit(site_db, 60, **{variable: value})
     assert code != 0
     assert f"{variable}={value!r}" in log and "not a finite number" in log, log
     assert "Traceback" not in log
@@ -387,7 +387,7 @@ def _read_status(sock: socket.socket) -> int:
     return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else -1
 
 
-# -- 10. workers added at run time --------------------------------------------------------------------------------------
+# -- 10. workers added at run time -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -410,7 +410,7 @@ def test_adding_workers_past_the_budget_warns_or_is_refused(site_db: PrivateMari
     assert workers == (2 if strict else 3)
 
 
-# -- the maintenance loop under gunicorn (issue 10) ---------------------------------------------------------------------
+# -- the maintenance loop under gunicorn (issue 10) --------------------------------------------------------------------
 
 
 def test_idle_workers_give_connections_back_down_to_min_idle(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-import json
 from typing import Any
 
 import pymysql
 import pytest
 
 from harness.mariadb import APP_PASSWORD, PrivateMariaDB
+from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
-from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 
 
 def connection_id(conn: pymysql.connections.Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT CONNECTION_ID()")
-        return int(cur.fetchone()[0])
+        row = cur.fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 GEVENT_BOUND_SCRIPT = """
@@ -148,14 +150,19 @@ def test_waiters_are_served_in_arrival_order(connect_kwargs: dict[str, Any]) -> 
         t = threading.Thread(target=wait_in_line, args=(i,))
         t.start()
         threads.append(t)
-        assert wait_until(lambda: pool.stats()[S.WAITING] == i + 1, timeout=10)
+
+        def all_queued(count: int = i + 1) -> bool:
+            return pool.stats()[S.WAITING] == count
+
+        assert wait_until(all_queued, timeout=10)
     pool.release(held)
     for t in threads:
         t.join(30)
     assert served == list(range(8))
 
 
-def test_connection_killed_by_wait_timeout_is_replaced_invisibly(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+def test_connection_killed_by_wait_timeout_is_replaced_invisibly(db: PrivateMariaDB,
+                                                                 connect_kwargs: dict[str, Any]) -> None:
     db.set_global("wait_timeout", 2)  # sessions opened from now on are closed by the server after 2 s idle
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=3, max_lifetime=3600))
     leases = [pool.acquire() for _ in range(3)]
@@ -172,7 +179,8 @@ def test_connection_killed_by_wait_timeout_is_replaced_invisibly(db: PrivateMari
     assert stats[S.CONNECTS] == 4
 
 
-def test_server_restart_costs_callers_nothing_once_it_is_back(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+def test_server_restart_costs_callers_nothing_once_it_is_back(db: PrivateMariaDB,
+                                                              connect_kwargs: dict[str, Any]) -> None:
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=4))
     leases = [pool.acquire() for _ in range(4)]
     for lease in leases:
@@ -195,7 +203,8 @@ def test_lifetime_recycles_connections(connect_kwargs: dict[str, Any]) -> None:
     assert pool.stats()[S.RECYCLED] == 1
 
 
-def test_default_lifetime_stays_below_the_servers_wait_timeout(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+def test_default_lifetime_stays_below_the_servers_wait_timeout(db: PrivateMariaDB,
+                                                               connect_kwargs: dict[str, Any]) -> None:
     db.set_global("wait_timeout", 40)
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=1))
     lease = pool.acquire()
@@ -295,7 +304,8 @@ def test_session_state_never_reaches_the_next_user_with_full_reset(connect_kwarg
         assert scalar(conn, "SELECT @@character_set_client") == "utf8mb4"
 
 
-def test_dead_owner_slot_comes_back_with_a_warning(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_dead_owner_slot_comes_back_with_a_warning(connect_kwargs: dict[str, Any],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=10))
 
     def checkout_and_die() -> None:
@@ -341,7 +351,8 @@ def test_greenlet_that_dies_holding_a_connection_does_not_shrink_the_pool(connec
     assert "leak_one" in out["log"]
 
 
-def test_leak_threshold_logs_the_checkout_stack(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_leak_threshold_logs_the_checkout_stack(connect_kwargs: dict[str, Any],
+                                                caplog: pytest.LogCaptureFixture) -> None:
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=2, leak_threshold=0.5))
 
     def hold_too_long() -> Any:
@@ -380,7 +391,8 @@ def test_fork_child_never_quits_the_parents_connections(db: PrivateMariaDB, conn
     assert pool.stats()[S.DISCARDED] == 0
 
 
-def test_explicit_reset_after_fork_drops_connections_without_quit(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+def test_explicit_reset_after_fork_drops_connections_without_quit(db: PrivateMariaDB,
+                                                                  connect_kwargs: dict[str, Any]) -> None:
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=1))
     with pool.connection() as conn:
         first = connection_id(conn)
@@ -411,7 +423,8 @@ def test_read_and_write_timeouts_are_set_by_default(connect_kwargs: dict[str, An
         assert conn._write_timeout == 8
 
 
-def test_credentials_stay_out_of_repr_stats_and_logs(connect_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_stay_out_of_repr_stats_and_logs(connect_kwargs: dict[str, Any],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="pool"):
         pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=0.2))
         held = pool.acquire()

@@ -6,7 +6,7 @@ from contextlib import ContextDecorator
 from typing import Any
 
 
-class returning_connections(ContextDecorator):  # noqa: N801 - reads as a decorator
+class returning_connections(ContextDecorator):  # lower case: it reads as a decorator
     """Give this greenlet's (or thread's) connections back to the pool when the block or function ends.
 
     Django does that at the end of each request; code outside requests (spawned greenlets, RPC handlers, Celery

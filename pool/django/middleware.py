@@ -55,7 +55,8 @@ def _body_timeout_setting() -> float:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise ImproperlyConfigured(f"settings.POOL_BODY_TIMEOUT={raw!r} must be a number of seconds above 0 (how long "
-                                   f"a client may take to send its request body); the default is {DEFAULT_BODY_TIMEOUT:g}")
+                                   f"a client may take to send its request body); the default is "
+                                   f"{DEFAULT_BODY_TIMEOUT:g}")
     return value
 
 
@@ -114,7 +115,8 @@ class PoolMiddleware:
         if cause is None:
             return None
         if isinstance(cause, DatabaseUnavailable):
-            body, retry = "database not answering, retry shortly", max(RETRY_AFTER_SECONDS, math.ceil(cause.retry_after))
+            body = "database not answering, retry shortly"
+            retry = max(RETRY_AFTER_SECONDS, math.ceil(cause.retry_after))
         else:
             body, retry = "database busy, retry shortly", RETRY_AFTER_SECONDS
         response = JsonResponse({"error": body, "reason": type(cause).__name__}, status=503)

@@ -1,7 +1,9 @@
+from typing import Any
+
 from django.db import migrations
 
 
-def seed(apps, schema_editor):  # type: ignore[no-untyped-def]
+def seed(apps: Any, schema_editor: Any) -> None:
     Product = apps.get_model("shop", "Product")
     Product.objects.bulk_create(
         Product(name=f"product {i:03d}", price_cents=100 + i, stock=1_000_000) for i in range(1, 101)

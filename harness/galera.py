@@ -101,6 +101,7 @@ class GaleraCluster:
         for node in self.nodes:
             node.basedir.mkdir(parents=True)
             node.datadir.mkdir()
+            (node.basedir / "tmp").mkdir()  # its own tmpdir: see harness/mariadb.py
             self._install(node)
         self._launch(self.nodes[0], bootstrap=True)
         self._wait(self.nodes[0])
@@ -131,7 +132,8 @@ class GaleraCluster:
         cmd = [
             _find_binary("mariadbd", "mysqld"), "--no-defaults", f"--datadir={node.datadir}",
             f"--socket={node.socket_path}", f"--pid-file={node.basedir}/mysqld.pid",
-            f"--log-error={node.basedir}/mysqld.log", "--user=mysql", "--bind-address=127.0.0.1",
+            f"--log-error={node.basedir}/mysqld.log", f"--tmpdir={node.basedir}/tmp", "--user=mysql",
+            "--bind-address=127.0.0.1",
             f"--port={node.port}", "--skip-name-resolve", "--max-connections=100",
             "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=2",
             "--binlog-format=ROW", "--innodb-autoinc-lock-mode=2", "--performance-schema=OFF",

@@ -126,6 +126,8 @@ class PrivateMariaDB:
             raise PrivateServerError(f"mariadb-install-db failed:\n{result.stdout}\n{result.stderr}")
 
     def _launch(self) -> None:
+        assert self.basedir is not None
+        (self.basedir / "tmp").mkdir(exist_ok=True)
         cmd = [
             _find_binary("mariadbd", "mysqld"),
             "--no-defaults",
@@ -133,6 +135,9 @@ class PrivateMariaDB:
             f"--socket={self.socket_path}",
             f"--pid-file={self.basedir}/mysqld.pid",
             f"--log-error={self.log_path}",
+            # Its own: a starting mariadbd deletes every #sql* file in its tmpdir, which in a shared /tmp are the
+            # live temporary tables of every other private server.
+            f"--tmpdir={self.basedir / 'tmp'}",
             "--bind-address=127.0.0.1",
             f"--port={self.port}",
             "--skip-name-resolve",

@@ -214,10 +214,14 @@ def _run_sql_file(server: PrivateMariaDB, path: Path) -> None:
 def start_server(tree: Path) -> tuple[PrivateMariaDB, list[dict[str, object]]]:
     """A private server set up as PyMySQL's CI sets up its container, and the databases.json its tests read."""
     server = PrivateMariaDB().start()
-    server.query("SET GLOBAL local_infile = ON")
-    init = tree / "ci" / "docker-entrypoint-initdb.d"
-    for name in ("init.sql", "mysql.sql", "mariadb.sql"):
-        _run_sql_file(server, init / name)
+    try:
+        server.query("SET GLOBAL local_infile = ON")
+        init = tree / "ci" / "docker-entrypoint-initdb.d"
+        for name in ("init.sql", "mysql.sql", "mariadb.sql"):
+            _run_sql_file(server, init / name)
+    except BaseException:
+        server.destroy()  # a set-up that fails must not leave the server running
+        raise
     # ci/docker.json with our port and socket. root@127.0.0.1 without a password is what mariadb-install-db creates,
     # as in PyMySQL's CI container.
     databases: list[dict[str, object]] = [

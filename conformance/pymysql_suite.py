@@ -467,4 +467,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # could not set up (no tests, no venv): 2, not the regression verdict's 1
+            print(exc.code, file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -371,6 +371,19 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     # -- reset ------------------------------------------------------------------------------------------------------
 
+    def pool_fetch(self, sql: str) -> tuple[tuple[Any, ...], ...]:
+        """The rows of one of the pool's own queries, leaving nothing a caller could read: no result for insert_id()
+        or affected_rows(), no cursor among the checkout's."""
+        self.query(sql)
+        result, self._result = self._result, None
+        self._affected_rows = 0
+        return tuple(result.rows or ()) if result is not None else ()
+
+    def pool_forget_results(self) -> None:
+        # What the previous borrower's last statement left for insert_id() and affected_rows().
+        self._result = None
+        self._affected_rows = 0
+
     def pool_settle(self) -> None:
         """Read results the caller left unread (a CALL's trailing status, a multi-statement's later results)."""
         result = self._result
@@ -573,9 +586,9 @@ class PyMySQLDriver:
 
     def _stored_functions(self, conn: PooledConnection) -> list[str]:
         # Stored functions can change session state unseen by tracking: a statement that may call one is a change.
-        with conn.cursor() as cur:
-            cur.execute("SELECT DISTINCT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")
-            return sorted({str(row[0]) for row in cur.fetchall()})
+        rows = conn.pool_fetch(
+            "SELECT DISTINCT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")
+        return sorted({str(row[0]) for row in rows})
 
     # The hot path calls these once per checkout or return: bound straight to the connection's methods, no extra frame.
     is_alive = staticmethod(PooledConnection.pool_is_alive)
@@ -630,6 +643,7 @@ class PyMySQLDriver:
         conn.autocommit_mode = self.autocommit
         conn._pool_status_seen = 0
         conn._pool_untracked_change = conn._pool_database_changed = False
+        conn.pool_forget_results()
         return cleared
 
     def end_session(self, conn: PooledConnection, aborted: PooledConnection) -> None:
@@ -657,12 +671,10 @@ class PyMySQLDriver:
 
     def server_wait_timeout(self, conn: PooledConnection) -> float | None:
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT @@wait_timeout")
-                row = cur.fetchone()
-            return float(row[0]) if row else None
+            rows = conn.pool_fetch("SELECT @@wait_timeout")
         except MySQLError:
             return None
+        return float(rows[0][0]) if rows else None
 
     def revoke(self, conn: PooledConnection, handle: ConnectionHandle) -> None:
         object.__setattr__(handle, "_conn", None)
@@ -702,9 +714,7 @@ def _describe(exc: BaseException) -> str:
 def _galera_problem(conn: PooledConnection) -> str | None:
     """Why this node must not be used (a Galera node not ready or not synced), or None."""
     try:
-        with conn.cursor() as cur:
-            cur.execute(_GALERA_READINESS)
-            wsrep_on, ready, state = cur.fetchone()
+        ((wsrep_on, ready, state),) = conn.pool_fetch(_GALERA_READINESS)
     except MySQLError:
         return None  # MySQL has no @@wsrep_on: not Galera
     if not wsrep_on:

@@ -204,3 +204,21 @@ def test_a_wrapper_with_its_own_isolation_level_gets_sessions_with_it(db: Privat
     result = run_script(ISOLATION_SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_RESET": reset})
     assert result == {"default_before": "READ-COMMITTED", "copy": "SERIALIZABLE", "default_after": "READ-COMMITTED",
                       "in_use": 0}
+
+
+@pytest.mark.parametrize("reset", RESET_MODES)
+def test_a_borrower_sees_no_counters_of_the_pools_queries_or_of_the_previous_borrower(
+    db: PrivateMariaDB, connect_kwargs: dict[str, Any], reset: str
+) -> None:
+    # Found by PyMySQL's own suite: the driver's catalogue query on the first tracked connection answered
+    # affected_rows() and insert_id() for the first caller; then one borrower's counters reached the next.
+    db.query("CREATE TABLE IF NOT EXISTS app.serials (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(10))")
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    with pool.connection() as conn:
+        assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO app.serials (note) VALUES ('a'), ('b')")
+        assert conn.insert_id() > 0 and conn.affected_rows() == 2
+    with pool.connection() as conn:
+        assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
+        assert conn._pool_cursors == [], "no cursor of the pool's own among the checkout's"

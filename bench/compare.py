@@ -36,8 +36,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "stock CONN_MAX_AGE=0": {"KIT_BASELINE": "stock", "KIT_CONN_MAX_AGE": "0"},
     "stock CONN_MAX_AGE=60": {"KIT_BASELINE": "stock", "KIT_CONN_MAX_AGE": "60"},
     "django-db-connection-pool": {"KIT_BASELINE": "dbcp"},
-    "kit": {},
-    "kit, reset=tracked": {"POOL_RESET": "tracked"},
+    "kit": {},  # the defaults: reset=tracked
+    "kit, reset=full": {"POOL_RESET": "full"},
     "kit, reset=rollback": {"POOL_RESET": "rollback"},
     # Not in the default matrix (--variant to include it): what PoolMiddleware's early return is worth.
     "kit without PoolMiddleware": {"KIT_BASELINE": "late-release"},

@@ -48,6 +48,58 @@ _UNTRACKED_STATE = (r":=|\bGET_LOCK\s*\(|\bSET\b[^;]*?\bTRANSACTION\b|\bCALL\b|\
 
 log = logging.getLogger("pool")
 
+# A statement that creates, changes or drops what the catalogue lists: the pool reads the catalogue again at once.
+_CATALOGUE_DDL = re.compile(r"\b(?:CREATE|ALTER|DROP)\b[\s\S]*?\b(?:FUNCTION|PROCEDURE|TRIGGER)\b", re.IGNORECASE)
+_CATALOGUE_DDL_BYTES = re.compile(_CATALOGUE_DDL.pattern.encode(), re.IGNORECASE)
+_WRITES = r"\b(?:INSERT|UPDATE|DELETE|REPLACE|LOAD)\b[\s\S]*?"
+
+# One round trip: the stored functions and the tables with triggers the app user can see, and whether it may see
+# triggers at all (information_schema.TRIGGERS lists only tables on which the user has the TRIGGER privilege).
+_CATALOGUE_QUERY = (
+    "SELECT 'function', ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION' "
+    "UNION ALL SELECT 'trigger', EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS "
+    "UNION ALL SELECT 'trigger_privilege', COUNT(*) FROM information_schema.USER_PRIVILEGES "
+    "WHERE PRIVILEGE_TYPE = 'TRIGGER' "
+    "UNION ALL SELECT 'trigger_privilege', COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES "
+    "WHERE PRIVILEGE_TYPE = 'TRIGGER' AND TABLE_SCHEMA = {database}"
+)
+
+
+class Catalogue:
+    """What can change session state without the server's tracking saying so, for reset="tracked": the fixed list
+    of such statements, a call of any stored function, and a write to any table with a trigger (all of them count:
+    a false alarm only costs a reset). Shared by a driver's connections; read when the first one tracks, again
+    every `REFRESH_AFTER` seconds (on a connection being returned) and at once after the pool itself sends a
+    CREATE/ALTER/DROP of a function, procedure or trigger."""
+
+    REFRESH_AFTER = 10.0  # the bound on staleness for routines and triggers another client creates
+
+    __slots__ = ("text", "bytes", "read_at", "stale", "functions", "trigger_tables", "complete")
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]] = (), now: float = 0.0) -> None:
+        self.stale = False
+        self.update(rows, now)
+
+    def update(self, rows: Sequence[tuple[Any, ...]], now: float) -> None:
+        functions = sorted({str(name) for kind, name in rows if kind == "function"})
+        tables = sorted({str(name) for kind, name in rows if kind == "trigger"})
+        pattern = _UNTRACKED_STATE
+        if functions:
+            pattern += r"|\b(?:" + "|".join(re.escape(name) for name in functions) + r")\s*\("
+        pattern += "|" + _CATALOGUE_DDL.pattern
+        if tables:
+            pattern += r"|" + _WRITES + r"\b(?:" + "|".join(re.escape(name) for name in tables) + r")\b"
+        self.text = re.compile(pattern, re.IGNORECASE)
+        self.bytes = re.compile(pattern.encode(), re.IGNORECASE)
+        self.functions, self.trigger_tables = functions, tables
+        self.complete = any(kind == "trigger_privilege" and int(count) for kind, count in rows)
+        self.read_at = now
+        self.stale = False
+
+    def due(self, now: float) -> bool:
+        return self.stale or now - self.read_at >= self.REFRESH_AFTER
+
+
 # A statement that may change the current database, which no reset puts back by itself.
 _USE_TEXT = re.compile(r"\bUSE\b", re.IGNORECASE)
 _USE_BYTES = re.compile(rb"\bUSE\b", re.IGNORECASE)
@@ -192,8 +244,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     _pool_database_changed = False
     _pool_status_seen = 0
     _pool_untracked_change = False
-    _pool_untracked_text: re.Pattern[str] | None = None
-    _pool_untracked_bytes: re.Pattern[bytes] | None = None
+    _pool_catalogue: Catalogue | None = None
 
     def __init__(self, *args: Any, pool_tls_contexts: TLSContexts | None = None, **kwargs: Any) -> None:
         self._pool_cursors: list[weakref.ref[Any]] = []
@@ -229,10 +280,12 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
             text = isinstance(sql, str)
             if (_USE_TEXT if text else _USE_BYTES).search(sql):
                 self._pool_database_changed = True
-            if self._pool_tracking and not self._pool_untracked_change:
-                pattern = self._pool_untracked_text if text else self._pool_untracked_bytes
-                if pattern is not None and pattern.search(sql):
+            catalogue = self._pool_catalogue
+            if self._pool_tracking and not self._pool_untracked_change and catalogue is not None:
+                if (catalogue.text if text else catalogue.bytes).search(sql):
                     self._pool_untracked_change = True
+                    if (_CATALOGUE_DDL if text else _CATALOGUE_DDL_BYTES).search(sql):
+                        catalogue.stale = True
         elif command == COMMAND.COM_INIT_DB:
             self._pool_database_changed = True
         self._pool_in_flight = True
@@ -479,10 +532,12 @@ class PyMySQLDriver:
         self.track_session_state = track_session_state
         if track_session_state:
             kwargs["client_flag"] = int(kwargs.get("client_flag", 0)) | CLIENT.SESSION_TRACK
-        # Read at the first connect that tracks: the statement check, with the stored functions that exist then.
-        self._untracked: tuple[re.Pattern[str], re.Pattern[bytes]] | None = None
-        self._function_count = 0
+        # Read at the first connect that tracks, then kept fresh on returned connections.
+        self._catalogue: Catalogue | None = None
+        database = pymysql.converters.escape_string(str(kwargs.get("database") or "")).join("''")
+        self._catalogue_query = _CATALOGUE_QUERY.format(database=database)
         self._tracking_logged = False
+        self._incomplete_logged = False
 
     @classmethod
     def for_config(cls, connect_kwargs: Mapping[str, Any], config: PoolConfig, **options: Any) -> PyMySQLDriver:
@@ -563,32 +618,42 @@ class PyMySQLDriver:
     def _start_tracking(self, conn: PooledConnection, works: bool) -> None:
         # Decided per connection (a proxy may pass some through and not others); said once per pool.
         if works:
-            if self._untracked is None:  # at a cold start several connections may ask at once: harmless
-                functions = self._stored_functions(conn)
-                pattern = _UNTRACKED_STATE
-                if functions:
-                    pattern += r"|\b(?:" + "|".join(re.escape(name) for name in functions) + r")\s*\("
-                self._untracked = (re.compile(pattern, re.IGNORECASE), re.compile(pattern.encode(), re.IGNORECASE))
-                self._function_count = len(functions)
-            conn._pool_untracked_text, conn._pool_untracked_bytes = self._untracked
+            catalogue = self._catalogue
+            if catalogue is None:  # at a cold start several connections may read it at once: harmless
+                catalogue = self._catalogue = Catalogue(conn.pool_fetch(self._catalogue_query), time.monotonic())
+            conn._pool_catalogue = catalogue
             conn._pool_tracking = True
         if self._tracking_logged:
             return
         self._tracking_logged = True
         if works:
             log.info("pool for %s: reset=tracked: the server reports session state changes; a connection is reset "
-                     "only after a checkout that changed something (%d stored functions count as changes)",
-                     self.target, self._function_count)
+                     "only after a checkout that changed something (%d stored functions and %d tables with "
+                     "triggers count as changes)", self.target, len(self._catalogue.functions),
+                     len(self._catalogue.trigger_tables))
         else:
             log.warning("pool for %s: reset=tracked, but the server does not report session state changes (MySQL "
                         "before 5.7, MariaDB before 10.2, or a proxy that strips them): every connection is fully "
                         "reset on return", self.target)
 
-    def _stored_functions(self, conn: PooledConnection) -> list[str]:
-        # Stored functions can change session state unseen by tracking: a statement that may call one is a change.
-        rows = conn.pool_fetch(
-            "SELECT DISTINCT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION'")
-        return sorted({str(row[0]) for row in rows})
+    def _vouches(self, conn: PooledConnection, catalogue: Catalogue) -> bool:
+        """Whether the catalogue can judge this checkout: read again first when due (then a checkout returned more
+        than REFRESH_AFTER seconds after a routine or trigger was created is judged with it); a catalogue that
+        changed meanwhile, or that cannot see triggers, cannot vouch for a checkout that ran before."""
+        now = time.monotonic()
+        if catalogue.due(now):
+            before = (catalogue.functions, catalogue.trigger_tables)
+            catalogue.update(conn.pool_fetch(self._catalogue_query), now)
+            if (catalogue.functions, catalogue.trigger_tables) != before:
+                return False
+        if catalogue.complete:
+            return True
+        if not self._incomplete_logged:
+            self._incomplete_logged = True
+            log.warning("pool for %s: reset=tracked, but the app user may not see triggers (no TRIGGER privilege): "
+                        "every connection is fully reset on return. GRANT TRIGGER ON <database>.* to the user, or "
+                        "set reset='full' to say so", self.target)
+        return False
 
     # The hot path calls these once per checkout or return: bound straight to the connection's methods, no extra frame.
     is_alive = staticmethod(PooledConnection.pool_is_alive)
@@ -609,7 +674,8 @@ class PyMySQLDriver:
         if conn._pool_poller.poll(0):
             raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
         cleared = False
-        if mode == "tracked" and conn._pool_tracking:
+        catalogue = conn._pool_catalogue
+        if mode == "tracked" and conn._pool_tracking and catalogue is not None and self._vouches(conn, catalogue):
             # Nothing changed: no round trip at all. Otherwise the full reset below.
             changed = conn.pool_session_changed() or conn._pool_database_changed
             mode = "full" if changed or conn.get_autocommit() != self.autocommit else "clean"

@@ -92,10 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
             maximum=_DAY),
     Setting("ping_after", float, 1.0, "ping a connection before use only if it idled longer than this many seconds",
             minimum=0.0, maximum=_DAY),
-    Setting("reset", str, "full", "how a returned connection is cleaned: 'full' (COM_RESET_CONNECTION every time: "
-            "session state of one user never reaches the next), 'tracked' (the same reset, but only after a checkout "
-            "that changed session state, as the server reports it and the statements show; no round trip otherwise; "
-            "see the residual risk below) or 'rollback' (cheapest: only an open transaction is undone)",
+    Setting("reset", str, "tracked", "how a returned connection is cleaned: 'tracked' (COM_RESET_CONNECTION after a "
+            "checkout that changed session state, as the server reports it, the statements show and the server's "
+            "catalogue of routines and triggers tells; no round trip otherwise), 'full' (the same reset after every "
+            "checkout) or 'rollback' (cheapest: only an open transaction is undone, session state stays)",
             choices=RESET_MODES),
     Setting("leak_threshold", float, 60.0, "seconds a connection may be held before a warning with the checkout "
             "stack is logged (0: off)", minimum=0.0, maximum=_DAY),

@@ -26,6 +26,21 @@ SINGLE_STATES: dict[str, list[str]] = {
     "open_transaction": ["START TRANSACTION",
                          "INSERT INTO shop_order (product_id, quantity, created) VALUES (1, 999, NOW())"],
     "last_insert_id": ["SELECT LAST_INSERT_ID(4111)"],
+    # Triggers fire inside a write: the statement names only the table.
+    "user_variable_in_trigger": ["INSERT INTO kit_audited (note) VALUES ('written')"],
+    "named_lock_in_trigger": ["UPDATE kit_locking SET n = n + 1"],
+    # Routines that did not exist when the pool started: one made through the pool (seen at once), then called by
+    # the next request; one made by another client (seen within the catalogue's refresh interval, OTHER_CLIENT_FIRST).
+    "function_made_through_the_pool": ["CREATE FUNCTION kit_late_pool_fn() RETURNS INT RETURN GET_LOCK('kit-isolation', 0)"],
+    "named_lock_in_function_made_through_the_pool": ["SELECT kit_late_pool_fn()"],
+    "named_lock_in_function_made_by_another_client": ["SELECT kit_late_other_fn()"],
+}
+
+# Run by a client of its own before the case, while the pool is already running (the test then waits out the
+# catalogue's refresh interval, which it shortens).
+OTHER_CLIENT_FIRST: dict[str, list[str]] = {
+    "named_lock_in_function_made_by_another_client": [
+        "CREATE FUNCTION kit_late_other_fn() RETURNS INT RETURN GET_LOCK('kit-isolation', 0)"],
 }
 
 

@@ -3,6 +3,7 @@ handler under gevent, a new greenlet per request, a pool of one so both requests
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -17,10 +18,12 @@ SCRIPT = """
     from django.conf import settings
     from pool.settings import set_process_overrides
     set_process_overrides({"size": 1, "reset": os.environ["KIT_RESET"]})
+    import re, time, pymysql, pool.pymysql_driver as driver
+    driver.Catalogue.REFRESH_AFTER = 0.5  # so that the test need not wait 10 s for another client's routine
     if os.environ.get("KIT_DISABLE_STATEMENT_CHECK"):
-        import pool.pymysql_driver
-        pool.pymysql_driver._UNTRACKED_STATE = r"(?!)"  # matches nothing
-        pool.pymysql_driver.PyMySQLDriver._stored_functions = lambda self, conn: []
+        driver._UNTRACKED_STATE = r"(?!)"  # matches nothing
+        driver._CATALOGUE_DDL = re.compile(r"(?!)")
+        driver._CATALOGUE_QUERY = "SELECT 'trigger_privilege', 1"  # no functions, no triggers
     django.setup()
     settings.ROOT_URLCONF = "tests.isolation_urls"
     from wsgiref.util import setup_testing_defaults
@@ -40,8 +43,15 @@ SCRIPT = """
         assert status[0].startswith("200"), (status, body[:500])
         return json.loads(body)
 
+    from tests.isolation_urls import OTHER_CLIENT_FIRST
+
     out = {}
     for mode in os.environ["KIT_CASES"].split(","):
+        if mode in OTHER_CLIENT_FIRST:
+            with pymysql.connect(**json.loads(os.environ["KIT_CONNECT_KWARGS"])) as other, other.cursor() as cur:
+                for sql in OTHER_CLIENT_FIRST[mode]:
+                    cur.execute(sql)
+            gevent.sleep(driver.Catalogue.REFRESH_AFTER + 0.2)
         first = gevent.spawn(get, "/dirty/?what=" + mode).get()
         second = gevent.spawn(get, "/inspect/").get()
         out[mode] = {"first": first, "second": second}
@@ -50,7 +60,8 @@ SCRIPT = """
 
 
 def run(db: PrivateMariaDB, reset: str, cases: str = "lock,state", **env: str) -> dict[str, Any]:
-    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_RESET": reset, "KIT_CASES": cases, **env})
+    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_CONNECT_KWARGS": json.dumps(db.app_connect_kwargs()),
+                                   "KIT_RESET": reset, "KIT_CASES": cases, **env})
 
 
 def test_full_reset_leaves_the_next_request_a_clean_session(site_db: PrivateMariaDB) -> None:
@@ -93,6 +104,17 @@ ROUTINES = [
     "CREATE PROCEDURE app.kit_var_proc() BEGIN SET @secret = 'card 4111-1111'; END",
     "DROP PROCEDURE IF EXISTS app.kit_lock_proc",
     "CREATE PROCEDURE app.kit_lock_proc() BEGIN DO GET_LOCK('kit-isolation', 0); END",
+    "CREATE TABLE IF NOT EXISTS app.kit_audited (note VARCHAR(20))",
+    "DROP TRIGGER IF EXISTS app.kit_audit_trg",
+    "CREATE TRIGGER app.kit_audit_trg BEFORE INSERT ON app.kit_audited FOR EACH ROW SET @secret = 'card 4111-1111'",
+    "CREATE TABLE IF NOT EXISTS app.kit_locking (n INT)",
+    "DELETE FROM app.kit_locking",
+    "INSERT INTO app.kit_locking VALUES (0)",
+    "DROP TRIGGER IF EXISTS app.kit_lock_trg",
+    "CREATE TRIGGER app.kit_lock_trg BEFORE UPDATE ON app.kit_locking FOR EACH ROW DO GET_LOCK('kit-isolation', 0)",
+    # Made while the pool runs (tests.isolation_urls): absent when it starts.
+    "DROP FUNCTION IF EXISTS app.kit_late_pool_fn",
+    "DROP FUNCTION IF EXISTS app.kit_late_other_fn",
 ]
 
 
@@ -149,5 +171,6 @@ def test_tracked_mode_relies_on_its_statement_check(site_db: PrivateMariaDB) -> 
     # What the server reports on a result set's closing EOF packet (a stored function's SET SESSION, a one-shot SET
     # TRANSACTION) is not here: it leaked only while PyMySQL's status was read from OK packets alone.
     assert {"user_variable_in_do", "named_lock", "named_lock_in_function", "named_lock_in_procedure", "last_insert_id",
-            "user_variable_in_select"} <= leaked
+            "user_variable_in_select", "named_lock_in_trigger", "named_lock_in_function_made_through_the_pool",
+            "named_lock_in_function_made_by_another_client"} <= leaked
     assert "user_variable" not in leaked and "temporary_table" not in leaked, "the server reports these itself"

@@ -353,7 +353,7 @@ def test_connection_block_keeps_drops_or_aborts_by_exception_kind() -> None:
         with pool.connection() as handle:
             app_error = handle.conn
             raise ValueError("the application's own error")
-    assert app_error.ended is None and app_error.resets == ["full"], "an application error leaves a usable connection"
+    assert app_error.ended is None and app_error.resets == ["tracked"], "an application error leaves a usable connection"
     with pytest.raises(FakeDisconnect):
         with pool.connection() as handle:
             lost = handle.conn
@@ -544,7 +544,7 @@ def test_connections_from_before_a_fork_are_forgotten_never_reset() -> None:
     assert [c.ended for c in driver.opened] == ["forget"]
     pool.release(held)  # a lease of the parent's generation
     inherited = driver.opened[0]
-    assert inherited.resets == ["full"], "the parent's session must not be reset from the child"
+    assert inherited.resets == ["tracked"], "the parent's session must not be reset from the child"
     assert pool.stats()[S.IN_USE] == 0
     fresh = [pool.acquire(), pool.acquire()]
     assert {conn_of(lease).number for lease in fresh} == {2, 3}

@@ -49,6 +49,8 @@ MIDDLEWARE = [
 ]
 # PoolMiddleware reads request bodies before the view takes a connection; a client gets this long to send one.
 POOL_BODY_TIMEOUT = float(os.environ.get("KIT_BODY_TIMEOUT", "30"))
+# Server-Timing: pool;dur=<ms queued for connections> on every response (PoolMiddleware); KIT_SERVER_TIMING=0 drops it.
+POOL_SERVER_TIMING = os.environ.get("KIT_SERVER_TIMING", "1") != "0"
 ROOT_URLCONF = "deploy.urls"
 WSGI_APPLICATION = "deploy.wsgi.application"
 USE_TZ = True

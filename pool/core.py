@@ -24,6 +24,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import stats as S
@@ -166,6 +167,26 @@ class _Waiter:
         self.record: _Record | None = None
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """`ConnectionPool.readiness()`: whether the pool can serve a caller now, and if not, why."""
+
+    ready: bool
+    reason: str
+    pool: str
+    size: int
+    in_use: int
+    waiting: int
+    max_waiting: int
+    maxwait_s: float
+    unavailable_for_s: float | None = None
+    unavailable_since: float | None = None  # wall-clock time (time.time()) of the first failed connect in a row
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class _Maintenance:
     """Runs `pool.maintain()` every `interval` seconds in this process: a greenlet under gevent, a daemon thread
     otherwise. Holds only a weak reference, so a pool nobody uses any more can still be collected."""
@@ -232,10 +253,21 @@ class ConnectionPool:
         self._maintenance_interval = maintenance_interval
         self._lifetime: float | None = self.config.max_lifetime
         self._generation = 0
-        # Called with (seconds waited, whether a connection was granted) after every wait: metrics hook in here.
+        # Integrations (Prometheus, OpenTelemetry, the middleware's Server-Timing) subscribe here; the pool imports
+        # none of them. Each is called in the caller's greenlet or thread; an empty list costs one truth test.
+        # (seconds queued, whether a connection was granted) after every wait for a slot:
         self.wait_observers: list[Callable[[float, bool], None]] = []
+        # (seconds held, checkout to return) at every return:
+        self.use_observers: list[Callable[[float], None]] = []
+        # (seconds spent, the error or None) after every attempt to open a connection:
+        self.connect_observers: list[Callable[[float, BaseException | None], None]] = []
+        # ("rejected" | "unavailable") when a caller is refused without a connection (TooManyWaiters,
+        # DatabaseUnavailable):
+        self.refusal_observers: list[Callable[[str], None]] = []
         self._init_process_state()
         _all_pools.add(self)
+        for subscriber in list(_pool_subscribers):
+            subscriber(self)
         log.info("pool %r created for %s: %s", name, driver.target, self._describe_config())
 
     def __repr__(self) -> str:
@@ -266,6 +298,7 @@ class ConnectionPool:
         self._retry_at = float("-inf")
         self._probing = False
         self._last_connect_error = ""
+        self._unavailable_since: float | None = None  # self._clock() at the first failure of the current streak
         self._drained: Any = None
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -299,6 +332,8 @@ class ConnectionPool:
                 waiter = _Waiter(lease, now)
                 self._waiters.append(waiter)
         if rejected_at is not None:
+            if self.refusal_observers:
+                _notify(self.refusal_observers, "rejected")
             where = self.config.setting_source
             raise TooManyWaiters(
                 f"pool {self.name!r} is full (size={self.config.size}, in_use={rejected_at[0]}) and {rejected_at[1]} "
@@ -361,6 +396,58 @@ class ConnectionPool:
             S.PID: os.getpid(),
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in counters.items()},
         }
+
+    def readiness(self, max_waiting: int | None = None) -> Readiness:
+        """Whether this pool can serve a caller now, read from its own state: no connection is taken and nothing is
+        sent to the server. Not ready while the database does not answer (the fail-fast state), nor while more than
+        ``max_waiting`` callers queue (default: the pool's size, a queue longer than the pool itself).
+
+        While the database is marked down this also starts one connect attempt in the background (one at a time,
+        outside the back-off), so that a worker no traffic reaches (a load balancer sends none to a worker that is
+        not ready) learns of the database's return at its next readiness check."""
+        if self._pid != os.getpid():
+            self.reset_after_fork()
+        bound = self.config.size if max_waiting is None else max_waiting
+        now = self._clock()
+        with self._lock:
+            waiting, in_use = len(self._waiters), len(self._leases)
+            oldest = self._waiters[0].since if self._waiters else now
+            down_since, failures, error = self._unavailable_since, self._connect_failures, self._last_connect_error
+            probe = failures > 0 and not self._probing and not self._closed
+        if probe:
+            start_background(self._probe, f"pool-probe-{self.name}")
+        state = Readiness(True, "ready", pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting,
+                          max_waiting=bound, maxwait_s=round(max(0.0, now - oldest), 3))
+        if self._closed:
+            return replace(state, ready=False, reason=f"pool {self.name!r} is closed (the process is shutting down)")
+        if down_since is not None:
+            down_for = max(0.0, now - down_since)
+            return replace(state, ready=False, reason=f"database unavailable for {down_for:.1f}s ({failures} failed "
+                                                      f"connects in a row: {error})",
+                           unavailable_for_s=round(down_for, 3), unavailable_since=time.time() - down_for,
+                           last_error=error)
+        if waiting > bound:
+            return replace(state, ready=False, reason=f"pool {self.name!r} saturated: {waiting} callers waiting "
+                                                      f"(more than {bound}), {in_use} of {self.config.size} in use")
+        return state
+
+    def _probe(self) -> None:
+        """One connect attempt into a free slot while the database is marked down, whatever the back-off says; the
+        connection, if it opens, stays idle for the next caller."""
+        placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
+        with self._lock:
+            if (self._closed or self._probing or not self._connect_failures
+                    or len(self._leases) >= self.config.size):
+                return
+            self._probing = True
+            self._leases[id(placeholder)] = placeholder
+        record: _Record | None = None
+        try:
+            record = self._connect(probe_claimed=True)
+        except Exception:  # noqa: BLE001 - reported by _connect; readiness stays false until a probe succeeds
+            pass
+        finally:
+            self._hand_back(placeholder, record)
 
     def maintain(self) -> None:
         """One round of housekeeping (the maintenance loop calls this every second): leak warnings, connections of
@@ -445,8 +532,8 @@ class ConnectionPool:
             self._counters[S.WAIT_MS] += waited * 1000.0
             if not granted and not self._closed:
                 self._counters[S.TIMEOUTS] += 1
-        for observe in self.wait_observers:
-            observe(waited, granted)
+        if self.wait_observers:
+            _notify(self.wait_observers, waited, granted)
         if granted:
             return waiter.record
         if self._closed:
@@ -471,7 +558,10 @@ class ConnectionPool:
         record, lease._record = lease._record, None
         handle, lease._handle = lease._handle, None
         now = self._clock()
-        self._counters[S.USAGE_MS] += (now - lease._since) * 1000.0
+        held = now - lease._since
+        self._counters[S.USAGE_MS] += held * 1000.0
+        if self.use_observers:
+            _notify(self.use_observers, held)
         if record is not None and handle is not None:
             self._driver.revoke(record.conn, handle)
         if lease._generation != self._generation:
@@ -608,15 +698,17 @@ class ConnectionPool:
                 return False
         return True
 
-    def _connect(self) -> _Record:
+    def _connect(self, probe_claimed: bool = False) -> _Record:
         now = self._clock()
         with self._lock:
             failing = self._connect_failures > 0
-            refused = failing and (now < self._retry_at or self._probing)
+            refused = failing and not probe_claimed and (now < self._retry_at or self._probing)
             if failing and not refused:
                 self._probing = True  # this caller is the one probe; everyone else fails fast meanwhile
         if refused:
             self._counters[S.UNAVAILABLE] += 1
+            if self.refusal_observers:
+                _notify(self.refusal_observers, "unavailable")
             wait = max(0.0, self._retry_at - now)
             raise DatabaseUnavailable(
                 f"pool {self.name!r}: the database at {self.target} is not answering ({self._last_connect_error}); "
@@ -628,16 +720,23 @@ class ConnectionPool:
             conn = self._driver.connect()
         except BaseException as exc:
             self._counters[S.CONNECT_ERRORS] += 1
+            failed_at = self._clock()
             with self._lock:
                 self._probing = False
                 if isinstance(exc, Exception):
+                    if not self._connect_failures:
+                        self._unavailable_since = failed_at
                     self._connect_failures += 1
                     delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self._connect_failures - 1))
                     self._retry_at = self._clock() + delay * (1.0 - random.random() / 2)
                     self._last_connect_error = _describe_error(exc)
+            if self.connect_observers:
+                _notify(self.connect_observers, max(0.0, failed_at - started), exc)
             if not isinstance(exc, Exception):
                 raise
             self._report_connect_error(exc)
+            if self.refusal_observers:
+                _notify(self.refusal_observers, "unavailable")
             raise DatabaseUnavailable(
                 f"pool {self.name!r}: cannot open a connection to {self.target}: {self._last_connect_error}",
                 pool=self.name, retry_after=max(0.0, self._retry_at - self._clock()),
@@ -645,6 +744,7 @@ class ConnectionPool:
         with self._lock:
             self._connect_failures = 0
             self._probing = False
+            self._unavailable_since = None
         if self._lifetime is None:
             # Below the server's wait_timeout, so the pool recycles a connection before the server kills it.
             wait_timeout = self._driver.server_wait_timeout(conn) or 28800.0
@@ -652,6 +752,8 @@ class ConnectionPool:
         now = self._clock()
         self._counters[S.CONNECTS] += 1
         self._counters[S.CONNECT_MS] += max(0.0, now - started) * 1000.0
+        if self.connect_observers:
+            _notify(self.connect_observers, max(0.0, now - started), None)
         if self._unreported_connect_errors:
             log.warning("pool %r: connecting to %s works again (%d more failures since the last report)", self.name,
                         self.target, self._unreported_connect_errors)
@@ -718,9 +820,23 @@ class ConnectionPool:
                 else:
                     keep.append(record)
             self._idle = keep
+            candidates = list(keep)
         for record, reason in to_close:
             self._counters[reason] += 1
             self._driver.close(record.conn)
+        # Idle connections the server closed (a restart, a kill, wait_timeout) are dropped now rather than at the next
+        # checkout: the min_idle refill then finds out whether the database answers, and readiness says so, with no
+        # traffic needed. A zero-timeout poll per idle connection, outside the lock; one lent out meanwhile is left.
+        dead = [record for record in candidates if not self._driver.is_alive(record.conn)]
+        if dead:
+            with self._lock:
+                dead = [record for record in dead if record in self._idle]
+                for record in dead:
+                    self._idle.remove(record)
+            self._suspect_before = now
+            for record in dead:
+                self._counters[S.DISCARDED] += 1
+                self._driver.abort(record.conn)
 
     def _fill_min_idle(self, *, quiet: bool = True) -> int:
         """Open connections, one at a time, until `min_idle` are idle, while slots are free and nobody waits. Returns
@@ -756,6 +872,15 @@ class ConnectionPool:
         return self._fill_min_idle(quiet=False)
 
 
+def _notify(observers: list[Callable[..., None]], *args: Any) -> None:
+    # An integration's bug must not cost the pool a slot: every call site is in the middle of its bookkeeping.
+    for observe in observers:
+        try:
+            observe(*args)
+        except Exception:
+            log.exception("pool observer %r failed", observe)
+
+
 def _describe_error(exc: BaseException) -> str:
     args = exc.args
     if len(args) == 2 and isinstance(args[0], int):
@@ -764,6 +889,21 @@ def _describe_error(exc: BaseException) -> str:
 
 
 _all_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+_pool_subscribers: list[Callable[[ConnectionPool], None]] = []
+
+
+def subscribe_pools(subscriber: Callable[[ConnectionPool], None]) -> None:
+    """Call `subscriber(pool)` now for every pool of this process, and for every pool built from now on: how an
+    integration attaches its observers to pools it has not seen yet (Django builds them at the first query)."""
+    _pool_subscribers.append(subscriber)
+    for pool in list(_all_pools):
+        subscriber(pool)
+
+
+def unsubscribe_pools(subscriber: Callable[[ConnectionPool], None]) -> None:
+    """Stop calling `subscriber` for new pools (the observers it attached stay where they are)."""
+    if subscriber in _pool_subscribers:
+        _pool_subscribers.remove(subscriber)
 
 
 def reset_all_after_fork() -> None:

@@ -2,7 +2,8 @@
 
 prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported) keeps each
 worker's values in files that a scrape of any worker adds up. Each worker copies its pools' counters and gauges there
-at most once a second, and once more just before it answers a scrape; waits go into a histogram as they happen.
+at most once a second, and once more just before it answers a scrape; waits and uses go into histograms as they
+happen, from the pools' observers.
 """
 
 from __future__ import annotations
@@ -16,11 +17,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from . import stats as S
 from .background import start_background
-from .core import ConnectionPool, all_pools
+from .core import ConnectionPool, all_pools, subscribe_pools
+from .settings import PoolConfig, apply_process_overrides
 
 PREFIX = "mysql_pool"
-# Seconds; a wait past a few seconds is already an incident, a wait up to the pool timeout still ends in a connection.
-WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def duration_buckets(limit: float) -> tuple[float, ...]:
+    """Histogram bounds in seconds, 1-2.5-5 steps from 1 ms up to `limit` (the pool's timeout: a wait that long ends
+    in PoolTimeout), `limit` itself the last one: a millisecond wait and a wait near the timeout both land in a bucket
+    of their own."""
+    steps = [round(m * 10.0**e, 6) for e in range(-3, 4) for m in (1.0, 2.5, 5.0)]
+    return (*(b for b in steps if b < limit), float(limit))
+
+
+def process_buckets() -> tuple[float, ...]:
+    """The buckets for this process: up to the pool timeout the conf sets (every pool of a gunicorn worker gets it),
+    or the default's."""
+    return duration_buckets(apply_process_overrides(PoolConfig()).timeout)
 
 # How a worker's gauge adds up across workers: a cap and an age are maxima, counts are sums.
 _MULTIPROCESS_MODES: dict[str, Literal["livemax", "livesum"]] = {
@@ -40,23 +54,12 @@ class PoolMetrics:
                                      multiprocess_mode=_MULTIPROCESS_MODES[s.name])
                        for s in S.TABLE if s.kind == "gauge"}
         self.counters = {s.name: Counter(metric_name(s.name), s.help, ["pool"]) for s in S.TABLE if s.kind == "counter"}
-        self.wait_seconds = Histogram(f"{PREFIX}_wait_seconds", "time callers queued for a connection",
-                                      ["pool", "outcome"], buckets=WAIT_BUCKETS)
+        buckets = process_buckets()
+        self.wait_seconds = Histogram(f"{PREFIX}_wait_seconds", WAIT_HELP, ["pool", "outcome"], buckets=buckets)
+        self.use_seconds = Histogram(f"{PREFIX}_use_seconds", USE_HELP, ["pool"], buckets=buckets)
         self._last: dict[int, dict[str, float]] = {}
-        self._watched: set[int] = set()
         self._lock = threading.Lock()
         self._next_sync = 0.0
-
-    def watch(self, pool: ConnectionPool) -> None:
-        if id(pool) in self._watched:
-            return
-        self._watched.add(id(pool))
-        histogram = self.wait_seconds
-
-        def observe(seconds: float, granted: bool) -> None:
-            histogram.labels(pool.name, "granted" if granted else "timeout").observe(seconds)
-
-        pool.wait_observers.append(observe)
 
     def sync(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -65,7 +68,6 @@ class PoolMetrics:
         self._next_sync = now + 1.0
         with self._lock:
             for pool in all_pools():
-                self.watch(pool)
                 current = pool.stats()
                 last = self._last.setdefault(id(pool), {})
                 for name, gauge in self.gauges.items():
@@ -78,16 +80,38 @@ class PoolMetrics:
                     last[name] = current[name]
 
 
+WAIT_HELP = "time callers queued for a connection (checkouts that found a free slot queue for nothing: no sample)"
+USE_HELP = "time a connection was held by its caller, checkout to return"
+
 _metrics: PoolMetrics | None = None
 _metrics_pid = 0
+_subscribed = False
 
 
 def metrics() -> PoolMetrics:
     """This process's exporter (rebuilt after fork: a child starts from its own, empty pools)."""
-    global _metrics, _metrics_pid
+    global _metrics, _metrics_pid, _subscribed
     if _metrics is None or _metrics_pid != os.getpid():
         _metrics, _metrics_pid = PoolMetrics(), os.getpid()
+    if not _subscribed:
+        # Once per process tree (a forked child inherits the subscription): the observers look the exporter up at
+        # each event, so after a fork they feed the child's.
+        _subscribed = True
+        subscribe_pools(_watch)
     return _metrics
+
+
+def _watch(pool: ConnectionPool) -> None:
+    name = pool.name
+
+    def waited(seconds: float, granted: bool) -> None:
+        metrics().wait_seconds.labels(name, "granted" if granted else "timeout").observe(seconds)
+
+    def used(seconds: float) -> None:
+        metrics().use_seconds.labels(name).observe(seconds)
+
+    pool.wait_observers.append(waited)
+    pool.use_observers.append(used)
 
 
 def render() -> tuple[bytes, str]:
@@ -128,6 +152,6 @@ def doc_table() -> str:
             rows.append(f"| `{metric_name(stat.name)}` | gauge ({combined} over workers) | {stat.help} |")
         elif stat.kind == "counter":
             rows.append(f"| `{metric_name(stat.name)}_total` | counter | {stat.help} |")
-    rows.append(f'| `{PREFIX}_wait_seconds{{outcome="granted"\\|"timeout"}}` | histogram | time callers queued for a '
-                f"connection |")
+    rows.append(f'| `{PREFIX}_wait_seconds{{outcome="granted"\\|"timeout"}}` | histogram | {WAIT_HELP} |')
+    rows.append(f"| `{PREFIX}_use_seconds` | histogram | {USE_HELP} |")
     return "\n".join(rows)

@@ -10,6 +10,10 @@
   view's transaction, and so a connection, starts before the view reads the body, and a client that sends its body
   slowly (or stalls) would hold that connection for as long as it likes. Under gevent the read is bounded by
   POOL_BODY_TIMEOUT seconds (default 30); a client slower than that gets 408 and the connection to it is closed.
+- It says on every response how long the request queued for pool connections: `Server-Timing: pool;dur=<ms>`, the
+  sum of the waits the pool measured for this request's own checkouts (greenlets the view spawns are not the
+  request's), so a browser's network panel shows the pool's share of a slow page. POOL_SERVER_TIMING = False turns it
+  off.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from ..core import ConnectionPool, subscribe_pools
 from ..errors import DatabaseUnavailable, PoolExhausted
 
 RETRY_AFTER_SECONDS = 1
@@ -86,13 +92,53 @@ def _deadline(seconds: float) -> Any:
     return contextlib.nullcontext()
 
 
+# The seconds the current request has queued for connections so far, in a one-item list, or None outside a request.
+# A context variable is per greenlet under gevent (and per thread otherwise): a request's waits only.
+_request_wait: ContextVar[list[float] | None] = ContextVar("pool_request_wait", default=None)
+_timing_subscribed = False
+
+
+def _add_to_request_wait(seconds: float, granted: bool) -> None:
+    waits = _request_wait.get()
+    if waits is not None:
+        waits[0] += seconds
+
+
+def _time_waits(pool: ConnectionPool) -> None:
+    pool.wait_observers.append(_add_to_request_wait)
+
+
+def _subscribe_request_timing() -> None:
+    global _timing_subscribed
+    if not _timing_subscribed:  # once per process: every middleware instance shares the observer
+        _timing_subscribed = True
+        subscribe_pools(_time_waits)
+
+
 class PoolMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.read_body_first = bool(getattr(settings, "POOL_READ_BODY_FIRST", True))
         self.body_timeout = _body_timeout_setting()
+        self.server_timing = bool(getattr(settings, "POOL_SERVER_TIMING", True))
+        if self.server_timing:
+            _subscribe_request_timing()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not self.server_timing:
+            return self._respond(request)
+        waits = [0.0]
+        token = _request_wait.set(waits)
+        try:
+            response = self._respond(request)
+        finally:
+            _request_wait.reset(token)
+        timing = f"pool;dur={waits[0] * 1000.0:.3f}"
+        earlier = response.get("Server-Timing")
+        response["Server-Timing"] = f"{earlier}, {timing}" if earlier else timing
+        return response
+
+    def _respond(self, request: HttpRequest) -> HttpResponse:
         if self.read_body_first and _has_body(request):
             try:
                 with _deadline(self.body_timeout):

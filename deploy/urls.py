@@ -1,6 +1,7 @@
 from django.urls import path
 
 from deploy.shop import views
+from pool.django.readiness import readyz
 
 urlpatterns = [
     path("", views.status_page),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("select1/", views.select_one),
     path("fanout/", views.fanout),
     path("healthz", views.healthz),
+    path("readyz", readyz),
     path("-/pool", views.pool_stats),
     path("metrics", views.metrics),
 ]

@@ -11,6 +11,7 @@ It runs in gunicorn's arbiter before gevent patches anything: no Django and no g
 import os
 
 from pool import gunicorn as pool_hooks
+from pool import otel as pool_otel
 from pool.gunicorn import env_flag, env_int, env_str
 
 # -- serving --------------------------------------------------------------------------------------------------------
@@ -54,6 +55,9 @@ budget_strict = env_flag("POOL_BUDGET_STRICT", False)  # 1: refuse to start when
 # Prometheus metrics of every worker's pool, added up at /metrics (prometheus_client's multiprocess mode); "" disables.
 metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run",
                                                                "prometheus"))
+# OpenTelemetry: the semantic conventions' pool metrics (db.client.connection.*) and spans for waits and connects,
+# from every worker, through the SDK and exporter your app sets up (the kit's [otel] extra; docs/observability.md).
+opentelemetry = pool_otel.instrument(enabled=env_flag("POOL_OTEL", False))
 
 
 # -- hooks ------------------------------------------------------------------------------------------------------------

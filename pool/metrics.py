@@ -18,23 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from . import stats as S
 from .background import start_background
 from .core import ConnectionPool, all_pools, subscribe_pools
-from .settings import PoolConfig, apply_process_overrides
+from .stats import process_buckets
 
 PREFIX = "mysql_pool"
-
-
-def duration_buckets(limit: float) -> tuple[float, ...]:
-    """Histogram bounds in seconds, 1-2.5-5 steps from 1 ms up to `limit` (the pool's timeout: a wait that long ends
-    in PoolTimeout), `limit` itself the last one: a millisecond wait and a wait near the timeout both land in a bucket
-    of their own."""
-    steps = [round(m * 10.0**e, 6) for e in range(-3, 4) for m in (1.0, 2.5, 5.0)]
-    return (*(b for b in steps if b < limit), float(limit))
-
-
-def process_buckets() -> tuple[float, ...]:
-    """The buckets for this process: up to the pool timeout the conf sets (every pool of a gunicorn worker gets it),
-    or the default's."""
-    return duration_buckets(apply_process_overrides(PoolConfig()).timeout)
 
 # How a worker's gauge adds up across workers: a cap and an age are maxima, counts are sums.
 _MULTIPROCESS_MODES: dict[str, Literal["livemax", "livesum"]] = {

@@ -81,6 +81,21 @@ GAUGES: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "gauge")
 COUNTERS: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "counter")
 
 
+def duration_buckets(limit: float) -> tuple[float, ...]:
+    """Histogram bounds in seconds for waits and uses (Prometheus and OpenTelemetry alike): 1-2.5-5 steps from 1 ms up
+    to `limit` (the pool's timeout: a wait that long ends in PoolTimeout), `limit` itself the last one, so that a
+    millisecond wait and a wait near the timeout each land in a bucket of their own."""
+    steps = [round(m * 10.0**e, 6) for e in range(-3, 4) for m in (1.0, 2.5, 5.0)]
+    return (*(b for b in steps if b < limit), float(limit))
+
+
+def process_buckets() -> tuple[float, ...]:
+    """The buckets for this process: up to the pool timeout the gunicorn conf sets for every pool, or the default."""
+    from .settings import PoolConfig, apply_process_overrides
+
+    return duration_buckets(apply_process_overrides(PoolConfig()).timeout)
+
+
 def doc_table() -> str:
     """A Markdown table of every statistic, for the docs."""
     rows = ["| name | kind | meaning |", "|---|---|---|"]

@@ -30,11 +30,11 @@ def test_readyz_follows_the_database_down_and_back(site_db: PrivateMariaDB, db: 
         db.stop()
         down_at = time.monotonic()
         # No traffic: the maintenance loop finds its idle connection closed, and the refill finds the server gone.
-        seen: dict[str, object] = {}
+        seen: dict[str, tuple[int, dict]] = {}
 
         def not_ready() -> bool:
             seen["answer"] = readyz(server)
-            return seen["answer"][0] == 503  # type: ignore[index]
+            return seen["answer"][0] == 503
 
         assert wait_until(not_ready, timeout=15, interval=0.1), seen
         noticed_after = time.monotonic() - down_at
@@ -48,7 +48,7 @@ def test_readyz_follows_the_database_down_and_back(site_db: PrivateMariaDB, db: 
         served = server.get("/select1/")[0]
     finally:
         server.stop()
-    status, body = down_answer  # type: ignore[misc]
+    status, body = down_answer
     pool = body["pools"]["default"]
     print(f"\nready: {first[0]}; 20 readyz took {checkouts_after - checkouts_before} checkouts; database stopped: "
           f"503 after {noticed_after:.2f}s: {body['reasons']}; back: 200 after {ready_after:.2f}s")

@@ -181,7 +181,10 @@ class PrivateMariaDB:
     def _create_app_account(self) -> None:
         with self._root_connect(password=None) as conn, conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4")
-            for host in ("127.0.0.1", "localhost"):
+            # 127.0.0.0/8: the app hosts of a tier played on this machine connect from 127.0.0.2, 127.0.0.3, ...
+            # (bind_address; tests/test_tier.py). Loopback only; --skip-name-resolve keeps the match numeric. The
+            # exact 127.0.0.1 account still wins for connections from there (its limits, its grants).
+            for host in ("127.0.0.1", "localhost", "127.0.0.0/255.0.0.0"):
                 cur.execute(f"CREATE USER IF NOT EXISTS '{APP_USER}'@'{host}' IDENTIFIED BY %s", (APP_PASSWORD,))
                 # Django's test runner creates and drops test_<name> databases.
                 cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'{host}'")

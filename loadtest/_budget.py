@@ -5,7 +5,8 @@ connections. At the end it prints peak and mean against the budget, writes them 
 report, and makes locust exit non-zero when the peak went over. In the web UI it draws them live, against the budget.
 
 The budget is hosts x workers x pool size, read from gunicorn.conf.py (with the same POOL_*/WEB_WORKERS environment
-gunicorn sees), so there is no second copy of the numbers to drift.
+gunicorn sees), so there is no second copy of the numbers to drift. Each app host (client address, as the server lists
+it) is held to its share, workers x pool size, too: a host over its share fails the run even when the total fits.
 
 Where it counts: --db-url, else DATABASE_URL, else the private MariaDB of a kit that `scripts/serve` runs on this
 machine for the --host being loaded (run/serve.json). Without any of them it says so in one line and the load runs
@@ -59,6 +60,21 @@ class Verdict:
     where: str = ""
     not_counted: str = ""  # why no sample could be taken, when none was
     server: str = ""  # which server, when the run counts on more than one (a host list, a replica)
+    host_peaks: dict[str, int] = field(default_factory=dict)  # client address -> its peak, as the server listed it
+
+    @property
+    def share(self) -> int:
+        """What one app host may hold: workers x pool size."""
+        return self.workers * self.pool_size
+
+    @property
+    def hosts_over(self) -> dict[str, int]:
+        return {address: peak for address, peak in self.host_peaks.items() if peak > self.share}
+
+    @property
+    def per_host(self) -> bool:
+        """Whether the verdict names each app host: when the server listed more than one, or more were budgeted."""
+        return len(self.host_peaks) > 1 or self.hosts > 1
 
     @property
     def peak(self) -> int:
@@ -74,7 +90,7 @@ class Verdict:
 
     @property
     def over(self) -> bool:
-        return self.peak > self.budget
+        return self.peak > self.budget or bool(self.hosts_over)
 
     @property
     def formula(self) -> str:
@@ -84,9 +100,20 @@ class Verdict:
         label = f"db connections on {self.server}" if self.server else "db connections"
         if not self.counted:
             return f"{label}: not counted ({self.not_counted}); budget {self.budget} = {self.formula}"
-        verdict = "OVER BUDGET" if self.over else "within budget"
+        verdict = "OVER BUDGET" if self.peak > self.budget else "within budget"
         return (f"{label}: peak {self.peak}, mean {self.mean:.1f} over {len(self.samples)} samples; budget "
                 f"{self.budget} = {self.formula}: {verdict}")
+
+    def host_summaries(self) -> list[str]:
+        """One line per app host: its peak against its share."""
+        where = f" on {self.server}" if self.server else ""
+        lines = [f"db connections from app host {address}{where}: peak {peak}; share {self.share} = {self.workers} "
+                 f"workers x pool {self.pool_size}: {'OVER ITS SHARE' if peak > self.share else 'within its share'}"
+                 for address, peak in sorted(self.host_peaks.items())]
+        if len(self.host_peaks) > self.hosts:
+            lines.append(f"db connections{where}: the server listed {len(self.host_peaks)} app hosts, the budget "
+                         f"counts {self.hosts} (--budget-hosts)")
+        return lines
 
     def chart(self) -> list[tuple[float, int]]:
         """The samples thinned to at most CHART_POINTS, keeping each stretch's peak (a spike must not vanish)."""
@@ -243,7 +270,7 @@ class _Gate:
     def _poll(self, kwargs: dict[str, Any], user: str, verdict: Verdict) -> None:
         import pymysql
 
-        from pool.budget import connect_monitor, count_app_connections
+        from pool.budget import connect_monitor, read_tier
 
         try:
             conn = connect_monitor(kwargs)
@@ -255,7 +282,10 @@ class _Gate:
         try:
             with conn.cursor() as cursor:
                 while True:
-                    verdict.samples.append((time.monotonic() - started, count_app_connections(cursor, user)))
+                    tier = read_tier(cursor, user)
+                    verdict.samples.append((time.monotonic() - started, tier.total))
+                    for address, n in tier.counts.items():
+                        verdict.host_peaks[address] = max(n, verdict.host_peaks.get(address, 0))
                     gevent.sleep(POLL_INTERVAL)
         except pymysql.err.MySQLError as exc:
             # The samples so far stand; the verdict says counting stopped.
@@ -274,6 +304,9 @@ class _Gate:
         options = environment.parsed_options
         for index, verdict in enumerate(verdicts):
             _say(verdict.summary())
+            if verdict.per_host:
+                for line in verdict.host_summaries():
+                    _say(line)
             if getattr(options, "csv_prefix", None):
                 self._write_csv(options.csv_prefix + (f"_{index + 1}" if index else ""), verdict)
 
@@ -289,6 +322,11 @@ class _Gate:
             outcome = ("over" if verdict.over else "ok") if verdict.counted else "not counted"
             writer.writerow([verdict.peak, f"{verdict.mean:.2f}", len(verdict.samples), verdict.budget,
                              verdict.workers, verdict.pool_size, verdict.hosts, outcome])
+        with open(f"{prefix}_db_connections_hosts.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["app_host", "peak", "share", "verdict"])
+            writer.writerows((address, peak, verdict.share, "over" if peak > verdict.share else "ok")
+                             for address, peak in sorted(verdict.host_peaks.items()))
 
     def report(self) -> dict[str, Any]:
         """What the web UI's chart shows: the latest run's samples against its budget, and its verdict once over."""
@@ -310,7 +348,8 @@ class _Gate:
             "verdict": latest.summary() if finished else None,
             "over": latest.over if finished and latest.counted else None,
             "servers": [{"server": v.server, "now": v.samples[-1][1] if v.samples else None, "peak": v.peak,
-                         "verdict": v.summary() if finished else None} for v in latest_run],
+                         "verdict": v.summary() if finished else None, "host_peaks": dict(v.host_peaks),
+                         "share": v.share} for v in latest_run],
             "runs": runs,
         }
 
@@ -385,10 +424,18 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     html_file = getattr(environment.parsed_options, "html_file", None)
     if html_file and os.path.exists(html_file):
         _append_to_html(html_file, _gate.verdicts)
-    over = [v for v in _gate.verdicts if v.over]
+    over = [v for v in _gate.verdicts if v.peak > v.budget]
+    hosts_over = [(v, address) for v in _gate.verdicts for address in sorted(v.hosts_over)]
     if over:
         print(f"FAILED: the app's database connections went over budget: {over[-1].summary()}. Lower POOL_SIZE or "
               f"WEB_WORKERS, or look for connections opened outside the pool.", flush=True)
+        environment.process_exit_code = 1
+    elif hosts_over:
+        verdict, address = hosts_over[-1]
+        print(f"FAILED: app host {address} went over its share: peak {verdict.host_peaks[address]} > "
+              f"{verdict.share} = {verdict.workers} workers x pool {verdict.pool_size}, though the total fits. Look "
+              f"for a host with more workers or a bigger pool than the others, or connections it opens outside the "
+              f"pool.", flush=True)
         environment.process_exit_code = 1
     elif environment.parsed_options.budget_required and not all(v.counted for v in _gate.verdicts):
         print(f"FAILED: --budget-required, and the gate could not count: {_gate.verdicts[-1].not_counted}",
@@ -399,7 +446,11 @@ def _on_quitting(environment: Any, **_: Any) -> None:
 def _append_to_html(path: str, verdicts: list[Verdict]) -> None:
     rows = "".join(
         f"<tr><td>{v.peak if v.counted else '-'}</td><td>{v.mean:.1f}</td><td>{v.budget} ({v.formula})</td>"
-        f"<td>{('OVER' if v.over else 'ok') if v.counted else 'not counted'}</td></tr>" for v in verdicts
+        f"<td>{('OVER' if v.peak > v.budget else 'ok') if v.counted else 'not counted'}</td></tr>"
+        + "".join(f"<tr><td>{peak}</td><td>app host {address}</td><td>{v.share} (its share)</td>"
+                  f"<td>{'OVER' if peak > v.share else 'ok'}</td></tr>"
+                  for address, peak in sorted(v.host_peaks.items()) if v.per_host)
+        for v in verdicts
     )
     section = (
         '<section id="db-connections" style="font-family:sans-serif;padding:1em">'

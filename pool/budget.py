@@ -2,14 +2,72 @@
 
 The worst case is hosts x workers x pool size, doubled while a SIGHUP reload runs the old and the new workers side by
 side (for up to graceful_timeout), plus a reserve for everything else that connects (admin, migrations, cron).
+
+The host count a user types cannot see a tier that grows (replicas, an autoscaler's pods), so the check also reads the
+tier as the server sees it: the app user's connections grouped by client address (PROCESSLIST.HOST), this host being
+the address the check's own connection comes from. Each other host is counted at least at this host's share (the
+replicas of one deployment), or at what it holds now if more.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
+
+
+@dataclass(frozen=True)
+class Tier:
+    """The app user's connections on one server by client address, as the server lists them (monitors and the
+    counting connection left out)."""
+
+    here: str  # this host's address: where the counting connection comes from, as the server sees it
+    counts: Mapping[str, int] = field(default_factory=dict)  # address -> connections; this host's too, if any
+
+    @property
+    def others(self) -> dict[str, int]:
+        return {address: n for address, n in sorted(self.counts.items()) if address != self.here}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def describe(self) -> str:
+        """`127.0.0.2: 6, 127.0.0.3: 5` (other hosts, by address), or `none`."""
+        return ", ".join(f"{address}: {n}" for address, n in self.others.items()) or "none"
+
+    def line(self) -> str:
+        """The tier in one line, this host first."""
+        hosts = len(self.others) + 1
+        return (f"{hosts} app host(s): this host {self.here or '?'}: {self.counts.get(self.here, 0)}"
+                + "".join(f", {address}: {n}" for address, n in self.others.items()))
+
+
+def client_address(host: str) -> str:
+    """PROCESSLIST.HOST without the client's port (`127.0.0.2:51234` -> `127.0.0.2`; `localhost` for a socket)."""
+    address, sep, port = host.rpartition(":")
+    return address if sep and port.isdigit() else host
+
+
+def read_tier(cursor: Any, user: str) -> Tier:
+    """The tier as this server sees it: `user`'s connections by client address, without monitors and without the
+    counting connection, whose own address is `here`. Without the PROCESS privilege a user sees exactly its own
+    threads, which is all this needs."""
+    cursor.execute(
+        "SELECT HOST, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
+        "OR (USER = %s AND COALESCE(DB, '') <> %s)", (user, MONITOR_DATABASE)
+    )
+    here = ""
+    counts: dict[str, int] = {}
+    for host, own in cursor.fetchall():
+        address = client_address(str(host or ""))
+        if own:
+            here = address
+        else:
+            counts[address] = counts.get(address, 0) + 1
+    return Tier(here, counts)
 
 
 @dataclass(frozen=True)
@@ -23,6 +81,22 @@ class Budget:
     max_user_connections: int  # 0: no per-user limit
     connected_now: int
     server: str = ""  # which server of a host list ("" for a single one)
+    tier: Tier | None = None  # the app hosts as the server lists them (None: not read)
+
+    @property
+    def share(self) -> int:
+        """This host's worst case: workers x pool size, x2 during a reload."""
+        return self.workers * self.pool_size * (2 if self.reload_overlap else 1)
+
+    @property
+    def tier_needed(self) -> int:
+        """What the tier may hold with this host at its full share, plus the reserve: each other host at this host's
+        share or what it holds now if more (replicas of one deployment); this host its share, or what the server
+        already lists from its address if more (a worker of ours at TTIN, an old instance still draining)."""
+        if self.tier is None:
+            return 0
+        others = sum(max(n, self.share) for n in self.tier.others.values())
+        return others + max(self.tier.counts.get(self.tier.here, 0), self.share) + self.reserve
 
     @property
     def app_peak(self) -> int:
@@ -41,6 +115,17 @@ class Budget:
                 f"{where}the app may open {self.app_peak} connections ({self.formula}) plus a reserve of "
                 f"{self.reserve}: {self.needed} > the server's max_connections={self.max_connections}. Lower workers "
                 f"or POOL_SIZE, or raise max_connections on the server"
+            )
+        tier = self.tier
+        if tier is not None and (tier.others or tier.counts.get(tier.here, 0) > self.share) \
+                and self.tier_needed > self.max_connections:
+            # Only with other hosts in sight (or more than our share from here): alone, the arithmetic above says it.
+            found.append(
+                f"{where}no room for this host ({tier.here or '?'}) in the tier: the server lists "
+                f"{len(tier.others)} other app host(s) ({tier.describe()}); each at least at this host's share of "
+                f"{self.share} ({self.formula}), the tier needs {self.tier_needed - self.reserve} plus a reserve of "
+                f"{self.reserve}: {self.tier_needed} > the server's max_connections={self.max_connections}. Raise "
+                f"max_connections, lower workers or POOL_SIZE, or keep the tier smaller"
             )
         if self.max_user_connections and self.app_peak > self.max_user_connections:
             found.append(
@@ -64,8 +149,14 @@ class Budget:
             ("reserve", self.reserve), ("needed", self.needed), ("server max_connections", self.max_connections),
             ("max_user_connections", self.max_user_connections or "none"),
             ("connected now (all users)", self.connected_now),
-            ("verdict", "OVER BUDGET" if self.problems else "fits"),
         ]
+        if self.tier is not None:
+            tier = self.tier
+            rows += [("app hosts the server lists", len(tier.others) + (1 if tier.counts.get(tier.here) else 0)),
+                     (f"  this host {tier.here or '?'}", tier.counts.get(tier.here, 0))]
+            rows += [(f"  {address}", n) for address, n in tier.others.items()]
+            rows += [(f"needed by the tier with this host (each >= {self.share})", self.tier_needed)]
+        rows.append(("verdict", "OVER BUDGET" if self.problems else "fits"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -76,9 +167,19 @@ class Budget:
 MONITOR_DATABASE = "information_schema"
 
 
+def plain_connect_kwargs(connect_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """PyMySQL arguments for the kit's own connections (checks, monitors): the URL's ?options are the app's, except
+    bind_address, which must be kept so that they come from this host's address as the app's connections do."""
+    kwargs = {k: v for k, v in connect_kwargs.items() if k != "options"}
+    bind_address = (connect_kwargs.get("options") or {}).get("bind_address")
+    if bind_address:
+        kwargs.setdefault("bind_address", bind_address)
+    return kwargs
+
+
 def connect_monitor(connect_kwargs: dict[str, Any]) -> pymysql.connections.Connection:
     """A connection for counting, recognisable by its current database (MONITOR_DATABASE)."""
-    kwargs = {k: v for k, v in connect_kwargs.items() if k != "options"}
+    kwargs = plain_connect_kwargs(connect_kwargs)
     return pymysql.connect(**{**kwargs, "database": MONITOR_DATABASE}, autocommit=True, connect_timeout=5,
                            read_timeout=10, write_timeout=10)
 
@@ -104,21 +205,26 @@ def read_gunicorn_conf(path: str) -> tuple[int, int]:
     return int(conf.get("workers", 1)), int(pool.size)
 
 
-def read_server_limits(connect_kwargs: dict[str, Any]) -> tuple[int, int, int]:
-    """(max_connections, max_user_connections as seen by this user, Threads_connected)."""
-    kwargs = {k: v for k, v in connect_kwargs.items() if k != "options"}
-    kwargs.setdefault("connect_timeout", 5)
-    conn = pymysql.connect(**kwargs)
+def read_server_limits(connect_kwargs: dict[str, Any], timeout: float = 5) -> tuple[int, int, int, Tier]:
+    """(max_connections, max_user_connections as seen by this user, Threads_connected, the tier)."""
+    kwargs = plain_connect_kwargs(connect_kwargs)
+    kwargs.setdefault("connect_timeout", timeout)
+    kwargs.setdefault("read_timeout", timeout)
+    kwargs.setdefault("write_timeout", timeout)
+    conn = pymysql.connect(**kwargs)  # into the app's database: that it exists is part of the check
     try:
+        # Then a monitor: a host's check, at start or TTIN, never shows in another's count (nor the locust gate's).
+        conn.select_db(MONITOR_DATABASE)
         with conn.cursor() as cur:
             # The session value of max_user_connections is the account's own limit when it has one.
             cur.execute("SELECT @@GLOBAL.max_connections, @@SESSION.max_user_connections")
             max_connections, max_user = cur.fetchone()
             cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
             connected = int(cur.fetchone()[1])
+            tier = read_tier(cur, str(kwargs.get("user", "")))
     finally:
         conn.close()
-    return int(max_connections), max(int(max_user), 0), connected
+    return int(max_connections), max(int(max_user), 0), connected, tier
 
 
 def check(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
@@ -132,25 +238,29 @@ def check(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts
 
 
 def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
-               reload_overlap: bool = True, reserve: int = 10) -> tuple[list[Budget], list[tuple[str, Exception]]]:
+               reload_overlap: bool = True, reserve: int = 10,
+               timeout: float = 5) -> tuple[list[Budget], list[tuple[str, Exception]]]:
     """One budget per server of the URL's host list, and the servers that did not answer. With failover, any server
     may end up holding every connection of the app, so each must fit the whole budget on its own."""
     from .pymysql_driver import parse_hosts
 
     servers = parse_hosts(str(connect_kwargs.get("host") or "localhost"), int(connect_kwargs.get("port") or 3306))
     if connect_kwargs.get("unix_socket") or len(servers) == 1:
-        max_connections, max_user, connected = read_server_limits(connect_kwargs)
-        return [Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected)], []
+        max_connections, max_user, connected, tier = read_server_limits(connect_kwargs, timeout)
+        return [Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected,
+                       tier=tier)], []
     budgets: list[Budget] = []
     failures: list[tuple[str, Exception]] = []
     for host, port in servers:
         label = f"{host}:{port}"
         try:
-            limits = read_server_limits({**connect_kwargs, "host": host, "port": port})
+            max_connections, max_user, connected, tier = read_server_limits(
+                {**connect_kwargs, "host": host, "port": port}, timeout)
         except pymysql.err.MySQLError as exc:
             failures.append((label, exc))
             continue
-        budgets.append(Budget(hosts, workers, pool_size, reload_overlap, reserve, *limits, server=label))
+        budgets.append(Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user,
+                              connected, server=label, tier=tier))
     return budgets, failures
 
 

@@ -54,6 +54,9 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
     3. The connection budget: workers x pool (x2 during a SIGHUP reload) + reserve against the server's limits.
        Warns, or refuses to start in strict mode. gunicorn runs both sets of workers for up to graceful_timeout
        during a reload; USR2 upgrades (two arbiters) would double it again and are not counted.
+    4. The tier, as each server lists it: the app user's connections by client address. With other app hosts in
+       sight, this host's full share must still fit beside theirs (pool.budget.Budget.tier_needed); warns, or
+       refuses in strict mode, in one line naming the other hosts and their counts.
     """
     global _startup_budget
     if not database_url:
@@ -82,28 +85,69 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
         server.log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked",
                            label, describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
     for result in results:
+        if result.tier is not None:
+            server.log.info("connection budget: the tier%s as the server lists it: %s", _on(result), result.tier.line())
         for problem in result.problems:
             if strict:
                 sys.exit(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
             server.log.warning("connection budget: %s", problem)
         if not result.problems:
-            server.log.info("connection budget fits%s: %d needed (%s + reserve %d) of max_connections=%d",
-                            f" on {result.server}" if result.server else "", result.needed, result.formula,
-                            result.reserve, result.max_connections)
-    _startup_budget = (results, strict)
+            server.log.info("connection budget fits%s: %d needed (%s + reserve %d)%s of max_connections=%d",
+                            _on(result), result.needed, result.formula, result.reserve, _tier_needed(result),
+                            result.max_connections)
+    _startup_budget = _StartupBudget(results, strict, kwargs, hosts, reserve, config.size)
     return results[0]
 
 
-_startup_budget: tuple[list[budget.Budget], bool] | None = None
+def _on(result: budget.Budget) -> str:
+    return f" on {result.server}" if result.server else ""
+
+
+def _tier_needed(result: budget.Budget) -> str:
+    tier = result.tier
+    if tier is None or not tier.others:
+        return ""
+    return f"; the tier with this host at its full share {result.tier_needed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _StartupBudget:
+    results: list[budget.Budget]
+    strict: bool
+    connect_kwargs: dict[str, Any]
+    hosts: int
+    reserve: int
+    pool_size: int
+
+
+_startup_budget: _StartupBudget | None = None
+# TTIN's check runs in the arbiter's main loop, between its other duties: the tier is read again (it may have grown
+# since the start), with timeouts short enough that a server that does not answer delays the arbiter little.
+TTIN_CHECK_TIMEOUT = 2.0
 
 
 def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
-    """TTIN/TTOU change the number of workers at run time: check the budget again with the server limits read at
-    start (no I/O in the arbiter's signal path). Over budget: a warning, or in strict mode the increase is refused."""
+    """TTIN/TTOU change the number of workers at run time: check the budget again, the tier read anew (bounded by
+    TTIN_CHECK_TIMEOUT; the limits read at start when the server does not answer). Over budget: a warning, or in
+    strict mode the increase is refused."""
     if old_value is None or _startup_budget is None or new_value <= old_value:
         return
-    at_start, strict = _startup_budget
-    problems = [p for start in at_start for p in dataclasses.replace(start, workers=new_value).problems]
+    start = _startup_budget
+    strict = start.strict
+    try:
+        now, unreachable = budget.check_each(start.connect_kwargs, workers=new_value, pool_size=start.pool_size,
+                                             hosts=start.hosts, reserve=start.reserve, timeout=TTIN_CHECK_TIMEOUT)
+    except (pymysql.err.MySQLError, OSError) as exc:
+        now, unreachable = [], [("", exc)]
+    if not now:
+        server.log.warning("pool: cannot read the tier for TTIN (%s); checking %d workers against the limits read "
+                           "at start", unreachable[0][1] if unreachable else "no server", new_value)
+        now = [dataclasses.replace(result, workers=new_value, tier=None) for result in start.results]
+    for result in now:
+        if result.tier is not None:
+            server.log.info("pool: TTIN to %d workers: the tier%s as the server lists it: %s", new_value, _on(result),
+                            result.tier.line())
+    problems = [p for result in now for p in result.problems]
     for problem in problems:
         if strict:
             # Through the private attribute: the num_workers setter would call this hook again.

@@ -164,7 +164,7 @@ class ServerCounter:
             return
         import pymysql
 
-        from .budget import connect_monitor, count_app_connections
+        from .budget import connect_monitor, read_tier
 
         user = self.connect_kwargs["user"]
         where = self.connect_kwargs.get("unix_socket") or \
@@ -173,14 +173,19 @@ class ServerCounter:
             if self._conn is None:
                 self._conn = connect_monitor(self.connect_kwargs)
             with self._conn.cursor() as cursor:
-                count = count_app_connections(cursor, user)
+                tier = read_tier(cursor, user)
         except pymysql.err.MySQLError as exc:
             self._close_connection()
             code = exc.args[0] if exc.args else "?"
             self.directory.write_server_count({"error": f"cannot count on {where} as {user!r}: error {code}",
                                                "user": user, "where": where})
             return
-        self.directory.write_server_count({"connections": count, "user": user, "where": where})
+        # This host's count is what its budget (its workers' pools) bounds; with other app hosts on the server, the
+        # tier is shown beside it (the monitor connects from this host's address, bind_address included).
+        reading: dict[str, Any] = {"connections": tier.counts.get(tier.here, 0), "user": user, "where": where}
+        if tier.others:
+            reading.update(host=tier.here, tier=dict(sorted(tier.counts.items())), tier_total=tier.total)
+        self.directory.write_server_count(reading)
 
     def _elect(self) -> bool:
         fd = os.open(self.directory.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)

@@ -31,7 +31,9 @@ SINGLE_STATES: dict[str, list[str]] = {
     "named_lock_in_trigger": ["UPDATE kit_locking SET n = n + 1"],
     # Routines that did not exist when the pool started: one made through the pool (seen at once), then called by
     # the next request; one made by another client (seen within the catalogue's refresh interval, OTHER_CLIENT_FIRST).
-    "function_made_through_the_pool": ["CREATE FUNCTION kit_late_pool_fn() RETURNS INT RETURN GET_LOCK('kit-isolation', 0)"],
+    "function_made_through_the_pool": [
+        "CREATE FUNCTION kit_late_pool_fn() RETURNS INT RETURN GET_LOCK('kit-isolation', 0)"
+    ],
     "named_lock_in_function_made_through_the_pool": ["SELECT kit_late_pool_fn()"],
     "named_lock_in_function_made_by_another_client": ["SELECT kit_late_other_fn()"],
 }

@@ -60,7 +60,8 @@ SCRIPT = """
 
 
 def run(db: PrivateMariaDB, reset: str, cases: str = "lock,state", **env: str) -> dict[str, Any]:
-    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(), "KIT_CONNECT_KWARGS": json.dumps(db.app_connect_kwargs()),
+    return run_script(SCRIPT, env={"DATABASE_URL": db.app_url(),
+                                   "KIT_CONNECT_KWARGS": json.dumps(db.app_connect_kwargs()),
                                    "KIT_RESET": reset, "KIT_CASES": cases, **env})
 
 

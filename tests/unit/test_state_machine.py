@@ -353,7 +353,8 @@ def test_connection_block_keeps_drops_or_aborts_by_exception_kind() -> None:
         with pool.connection() as handle:
             app_error = handle.conn
             raise ValueError("the application's own error")
-    assert app_error.ended is None and app_error.resets == ["tracked"], "an application error leaves a usable connection"
+    assert app_error.ended is None and app_error.resets == ["tracked"], \
+        "an application error leaves a usable connection"
     with pytest.raises(FakeDisconnect):
         with pool.connection() as handle:
             lost = handle.conn

@@ -27,6 +27,7 @@ from pymysql.protocol import EOFPacketWrapper
 
 from .errors import ConnectionReturned
 from .settings import PoolConfig
+from .tracing import open_connection
 
 # Codes after which a connection must never be reused: its session is gone or its protocol state is unknown.
 # 2006/2013/2055: gone away or lost; 2014: commands out of sync; 1927: MariaDB's "connection was killed";
@@ -111,8 +112,10 @@ HOST_BACKOFF_CAP = 10.0
 
 # One round trip on a new connection to a host list: is this a Galera node, and is it usable? A node that lost quorum
 # still answers SELECT 1 but fails table queries with 1047; only wsrep_ready=ON and state 4 (Synced) will do.
-_GALERA_READINESS = ("SELECT @@wsrep_on, (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
-                     "WHERE VARIABLE_NAME = 'WSREP_READY'), (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+_GALERA_READINESS = ("SELECT @@wsrep_on, "
+                     "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                     "WHERE VARIABLE_NAME = 'WSREP_READY'), "
+                     "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
                      "WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE')")
 
 _TRACKING_ON = "SET SESSION session_track_state_change = ON"
@@ -211,7 +214,7 @@ class ConnectionHandle:
         return f"<pooled connection handle {state}>"
 
 
-class _StatusKeepingResult(pymysql.connections.MySQLResult):  # type: ignore[misc]
+class _StatusKeepingResult(pymysql.connections.MySQLResult):
     """PyMySQL takes the server status only from OK packets; a result set's closing EOF packet carries it too. Without
     it the status after a SELECT, or after MariaDB's INSERT ... RETURNING, is the one from before: a transaction that
     statement opened would look closed, and whatever the pool decides from the status (the rollback, the reset) would
@@ -224,16 +227,27 @@ class _StatusKeepingResult(pymysql.connections.MySQLResult):  # type: ignore[mis
         self.warning_count = eof.warning_count
         self.has_next = eof.has_next
         self.server_status = eof.server_status
-        conn = self.connection
+        conn: PooledConnection | None = self.connection  # type: ignore[assignment]  # always ours: see below
         if conn is not None:  # an unbuffered result's end arrives after _read_query_result has returned
             conn.server_status = eof.server_status
             conn._pool_status_seen |= eof.server_status
         return True
 
 
-class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
+class PooledConnection(pymysql.connections.Connection):
     """A PyMySQL connection that knows whether a command is under way, which cursors its current checkout made, and
     how to reset or kill itself. The only place in the kit that touches PyMySQL's private attributes."""
+
+    # PyMySQL's own attributes that types-PyMySQL does not declare (for the type checker only).
+    server_status: int
+    server_capabilities: int
+    server_thread_id: tuple[int, ...]
+    _sock: Any
+    _rfile: Any
+    _result: Any
+    _next_seq_id: int
+    _affected_rows: int
+    _write_bytes: Callable[[bytes], None]
 
     _pool_in_flight = False
     _pool_interrupted = False
@@ -263,8 +277,8 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
     def _create_ssl_ctx(self, sslp: Any) -> _ssl.SSLContext:
         contexts = self._pool_tls_contexts
         if contexts is None or isinstance(sslp, _ssl.SSLContext):
-            return super()._create_ssl_ctx(sslp)  # type: ignore[no-any-return]
-        return contexts.get(sslp, super()._create_ssl_ctx)
+            return super()._create_ssl_ctx(sslp)  # type: ignore[misc, no-any-return]  # private, undeclared
+        return contexts.get(sslp, super()._create_ssl_ctx)  # type: ignore[misc]
 
     # -- a command is under way from its first byte sent to its answer read in full ---------------------------------
 
@@ -272,7 +286,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         # Ask for session tracking only from a server that offers it.
         if not self.server_capabilities & CLIENT.SESSION_TRACK:
             self.client_flag &= ~CLIENT.SESSION_TRACK
-        super()._request_authentication()
+        super()._request_authentication()  # type: ignore[misc]
 
     def _execute_command(self, command: int, sql: Any) -> None:
         if command == COMMAND.COM_QUERY:
@@ -289,11 +303,11 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         elif command == COMMAND.COM_INIT_DB:
             self._pool_database_changed = True
         self._pool_in_flight = True
-        super()._execute_command(command, sql)
+        super()._execute_command(command, sql)  # type: ignore[misc]
 
     def _read_ok_packet(self) -> Any:
         try:
-            ok = super()._read_ok_packet()
+            ok = super()._read_ok_packet()  # type: ignore[misc]
         except MySQLError as exc:
             self._pool_answered(exc)
             raise
@@ -339,7 +353,7 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     # These two read their answer without going through the readers above.
     def show_warnings(self) -> Any:
-        warnings = super().show_warnings()
+        warnings = super().show_warnings()  # type: ignore[no-untyped-call]
         self._pool_in_flight = False
         return warnings
 
@@ -352,7 +366,8 @@ class PooledConnection(pymysql.connections.Connection):  # type: ignore[misc]
         # With autocommit off, a statement that failed may have opened a transaction (and kept its row locks) that no
         # status reported: only autocommit on and no IN_TRANS mean none is open.
         status = self.server_status
-        return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS or not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT)
+        return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+                    or not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT)
 
     def pool_session_changed(self) -> bool:
         """Whether this checkout may have left session state behind (reset="tracked")."""
@@ -555,7 +570,7 @@ class PyMySQLDriver:
 
     def _open(self) -> PooledConnection:
         if len(self.hosts) == 1:
-            return PooledConnection(**self._kwargs)
+            return open_connection(**self._kwargs)
         return self._open_first_ready_host()
 
     def _open_first_ready_host(self) -> PooledConnection:
@@ -568,7 +583,7 @@ class PyMySQLDriver:
         for host in order:
             conn: PooledConnection | None = None
             try:
-                conn = PooledConnection(**{**self._kwargs, "host": host[0], "port": host[1]})
+                conn = open_connection(**{**self._kwargs, "host": host[0], "port": host[1]})
                 problem = _galera_problem(conn)
                 if problem:
                     raise pymysql.err.OperationalError(1047, problem)
@@ -626,10 +641,10 @@ class PyMySQLDriver:
         if self._tracking_logged:
             return
         self._tracking_logged = True
-        if works:
+        if self._catalogue is not None:
             log.info("pool for %s: reset=tracked: the server reports session state changes; a connection is reset "
-                     "only after a checkout that changed something (%d stored functions and %d tables with "
-                     "triggers count as changes)", self.target, len(self._catalogue.functions),
+                     "only after a checkout that changed something (%d stored functions and %d tables with triggers "
+                     "count as changes)", self.target, len(self._catalogue.functions),
                      len(self._catalogue.trigger_tables))
         else:
             log.warning("pool for %s: reset=tracked, but the server does not report session state changes (MySQL "
@@ -692,7 +707,8 @@ class PyMySQLDriver:
                 statements = [_TRACKING_ON, *statements, _CLEAR_STATE_FLAG]
             if not is_mariadb(conn) and conn.charset == self.charset:
                 # MySQL resets the character set to the server's default; MariaDB keeps it.
-                statements.insert(0, f"SET NAMES {conn.charset}" + (f" COLLATE {conn.collation}" if conn.collation else ""))
+                collate = f" COLLATE {conn.collation}" if conn.collation else ""
+                statements.insert(0, f"SET NAMES {conn.charset}{collate}")
             conn.pool_run_pipelined(statements, reset_first=True)
             if conn.charset != self.charset:
                 # The caller changed the character set (SET NAMES through PyMySQL): the next one gets the pool's.
@@ -771,7 +787,7 @@ def _host_label(host: tuple[str, int]) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args = exc.args
     if len(args) == 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return f"{type(exc).__name__}: {exc}"

@@ -18,8 +18,7 @@ from ..pymysql_driver import install_as_mysqldb
 install_as_mysqldb()
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
-from django.db.backends.base.base import BaseDatabaseWrapper  # noqa: E402
+from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper  # noqa: E402
 from django.db.backends.mysql import base as mysql_base  # noqa: E402
 from django.db.backends.mysql.base import *  # noqa: E402,F403 - the backend module must expose Django's names
 from django.utils.functional import cached_property  # noqa: E402
@@ -105,7 +104,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     _pool_fresh_checkout = False  # set by get_new_connection, for the init_connection_state that connect() runs next
 
     def get_connection_params(self) -> dict[str, Any]:
-        params = super().get_connection_params()
+        params: dict[str, Any] = super().get_connection_params()
         params.pop("pool", None)
         return params
 
@@ -167,7 +166,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     @cached_property
     def mysql_server_data(self) -> dict[str, Any]:
         if self.alias == NO_DB_ALIAS:
-            return mysql_base.DatabaseWrapper.mysql_server_data.func(self)
+            return mysql_base.DatabaseWrapper.mysql_server_data.func(self)  # type: ignore[no-any-return]
         entry = self._entry()
         if entry.server_data is None:
             entry.server_data = mysql_base.DatabaseWrapper.mysql_server_data.func(self)

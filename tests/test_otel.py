@@ -101,6 +101,7 @@ def test_semantic_convention_instruments_and_spans_from_every_worker(site_db: Pr
     assert set(calm_readings) == set(busy_readings) == workers
     by_pid = {w["pid"]: w["pools"]["default"] for w in view["workers"]}
     summary = []
+    sleep_spans = 0
     for pid in sorted(workers):
         quiet, loaded = calm_readings[pid], busy_readings[pid]
         check_counts(quiet)
@@ -130,8 +131,11 @@ def test_semantic_convention_instruments_and_spans_from_every_worker(site_db: Pr
         summary.append(f"pid {pid}: checkouts {stats['checkouts']}, connects {stats['connects']}, waits "
                        f"{stats['waits']} ({wait['sum']:.2f}s), timeouts {stats['timeouts']}, spans: wait {outcomes}, "
                        f"connect {len(connects)}, SLEEP queries {len(queries)}")
+        sleep_spans += len(queries)
     total_timeouts = sum(r["pools"]["default"]["timeouts"] for r in busy_readings.values())
     print(f"\nmost pending_requests seen in one worker: {most_pending:.0f}; slow phase {slow['statuses']}; "
           + "; ".join(summary))
     assert most_pending > 0
+    # PyMySQL's instrumentation sees the kit's queries: every slow request served is one SLEEP span, in some worker.
+    assert sleep_spans == busy["ok"] + slow["statuses"].get("200", 0)
     assert total_timeouts == slow["statuses"].get("503", 0) > 0

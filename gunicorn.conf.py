@@ -62,6 +62,7 @@ opentelemetry = pool_otel.instrument(enabled=env_flag("POOL_OTEL", False))
 
 # -- hooks ------------------------------------------------------------------------------------------------------------
 def on_starting(server):
+    pool_hooks.arbiter_keeps_no_idle(server)
     pool_hooks.share_stats(metrics_dir)
     pool_hooks.check_budget(server, pool, database_url=os.environ.get("DATABASE_URL"), strict=budget_strict,
                             reserve=budget_reserve)

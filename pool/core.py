@@ -288,6 +288,7 @@ class ConnectionPool:
         self._leases: dict[int, Lease] = {}
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
+        self._keeps_idle = True  # False in a process that serves nothing (keep_no_idle)
         self._suspect_before = float("-inf")
         self._counters: dict[str, float] = dict.fromkeys(S.COUNTERS, 0)
         self._maintenance: _Maintenance | None = None
@@ -500,6 +501,16 @@ class ConnectionPool:
             )
             self._release(lease, S.ABORTED_IN_USE)
 
+    def keep_no_idle(self) -> None:
+        """Close the idle connections and keep none in this process from now on (a fork's child starts afresh): for
+        a process that serves nothing but forks workers that do, such as gunicorn's arbiter with a preloaded app,
+        where idle connections would only be inherited and forgotten. Connections in use stay until returned."""
+        with self._lock:
+            self._keeps_idle = False
+            idle, self._idle = list(self._idle), deque()
+        for record in idle:
+            self._driver.close(record.conn)
+
     def reset_after_fork(self) -> None:
         """Forget every inherited connection without a word to the server (the parent still uses those sessions)."""
         inherited = list(self._idle) + [lease._record for lease in self._leases.values() if lease._record]
@@ -654,7 +665,7 @@ class ConnectionPool:
                 waiter.granted = True
                 waiter.record = record
                 self._leases[id(waiter.lease)] = waiter.lease
-            elif record is not None and not self._closed:
+            elif record is not None and not self._closed and self._keeps_idle:
                 self._idle.append(record)
             else:
                 to_close = record
@@ -847,7 +858,7 @@ class ConnectionPool:
                 return opened  # the database is not answering: wait for the back-off, like everyone else
             placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
             with self._lock:
-                if (self._closed or len(self._idle) >= self.config.min_idle or self._waiters
+                if (self._closed or not self._keeps_idle or len(self._idle) >= self.config.min_idle or self._waiters
                         or len(self._leases) >= self.config.size):
                     return opened
                 self._leases[id(placeholder)] = placeholder

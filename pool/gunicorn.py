@@ -232,6 +232,13 @@ def prepare_metrics_dir(path: str) -> None:
     os.makedirs(folder, exist_ok=True)
 
 
+def arbiter_keeps_no_idle(server: Any) -> None:
+    """In the arbiter (on_starting): it serves no request, so the pools a preloaded app made there keep no idle
+    connections (min_idle would otherwise open some that every worker inherits and forgets)."""
+    for pool in all_pools():
+        pool.keep_no_idle()
+
+
 def post_fork(server: Any, worker: Any) -> None:
     # os.register_at_fork already did this; calling it again is harmless and keeps the hook explicit.
     reset_all_after_fork()

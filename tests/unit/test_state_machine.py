@@ -647,3 +647,19 @@ def test_error_advice_names_where_the_setting_was_made() -> None:
 def test_stats_carry_exactly_the_tables_keys() -> None:
     pool, _, _ = make_pool()
     assert list(pool.stats()) == [s.name for s in S.TABLE]
+
+
+def test_a_pool_told_to_keep_no_idle_closes_what_comes_back_until_the_next_fork() -> None:
+    pool, driver, _ = make_pool(size=2, min_idle=1)
+    held, idle = pool.acquire(), pool.acquire()
+    pool.release(idle)
+    pool.keep_no_idle()  # gunicorn's arbiter with a preloaded app
+    assert conn_of(held).ended is None and driver.opened[1].ended == "close"
+    pool.maintain()
+    assert len(driver.open_now) == 1, "min_idle opens nothing in a process that serves nothing"
+    pool.release(held)
+    assert driver.open_now == [] and pool.stats()[S.IDLE] == 0
+    pool.reset_after_fork()  # a worker forked from it pools as usual
+    pool.release(pool.acquire())
+    pool.maintain()
+    assert pool.stats()[S.IDLE] == 1

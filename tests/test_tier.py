@@ -59,7 +59,9 @@ def tier(site_db: PrivateMariaDB, db: PrivateMariaDB) -> Iterator[list[Gunicorn]
     # Every session left from earlier tests would be one more host in the tier (from 127.0.0.1).
     assert wait_until(lambda: db.app_connection_count() == 0, timeout=30), by_address(db)
     db.set_global("max_connections", ROOM_FOR_THREE)
-    hosts = [app_host(site_db, address) for address in ADDRESSES]
+    # The first in strict mode, for TTIN: alone when it starts, it fits.
+    hosts = [app_host(site_db, address, **({"POOL_BUDGET_STRICT": "1"} if not i else {}))
+             for i, address in enumerate(ADDRESSES)]
     try:
         # Two at once, then the third, whose start-up check must see the first two.
         for host in hosts[:2]:
@@ -95,6 +97,7 @@ def test_a_tier_of_three_hosts_keeps_each_to_its_share_refuses_a_fourth_and_drai
     third_log = tier[2].log()
     assert f"3 app host(s): this host {ADDRESSES[2]}: 0, {ADDRESSES[0]}: " in third_log, third_log
     assert "connection budget fits" in third_log, third_log
+    third_tier = [line for line in third_log.splitlines() if "tier as the server lists it" in line]
 
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env = {**environ, "PYTHONPATH": str(ROOT), "WEB_WORKERS": str(WORKERS), "POOL_SIZE": str(SIZE),
@@ -129,6 +132,11 @@ def test_a_tier_of_three_hosts_keeps_each_to_its_share_refuses_a_fourth_and_drai
         assert fourth.process is not None
         fourth_code = fourth.process.wait(60)
         refusals = [line for line in fourth.log().splitlines() if "refusing to start" in line]
+        # TTIN on the first host: a third worker would not fit beside the other two hosts; strict, so refused.
+        tier[0].signal(signal.SIGTTIN)
+        assert wait_until(lambda: "refused to grow from 2 to 3 workers" in tier[0].log(), timeout=30), tier[0].log()
+        ttin = [line for line in tier[0].log().splitlines() if "refused to grow" in line]
+        ttin_workers = len(tier[0].worker_pids())
         budget_cli = subprocess.run(
             [sys.executable, "-m", "pool", "budget", "--database-url", f"{site_db.app_url()}?bind_address={FOURTH}",
              "--workers", str(WORKERS), "--pool-size", str(SIZE), "--reserve", str(RESERVE)],
@@ -169,7 +177,8 @@ def test_a_tier_of_three_hosts_keeps_each_to_its_share_refuses_a_fourth_and_drai
     print(f"\ntier: per-host peaks {host_peaks} (share {SHARE} each); total peak {total['peak']} (budget "
           f"{3 * SHARE}); requests per host {requests}; failed {failed_requests or 0}, refused connects after the "
           f"drain {refused}; drain {drain_seconds:.1f}s (graceful_timeout {GRACEFUL}); after it {after_drain}; "
-          f"fourth host: {refusals}; whole test {time.monotonic() - started:.0f}s, {loaded_at - started:.0f}s to load")
+          f"status page of the first host: {status}; third host at start: {third_tier}; fourth host: {refusals}; "
+          f"TTIN: {ttin}; whole test {time.monotonic() - started:.0f}s, {loaded_at - started:.0f}s to load")
 
     # The gate on the master: each host within its share, the total within the budget.
     assert master_code == 0, output[-3000:]
@@ -189,6 +198,10 @@ def test_a_tier_of_three_hosts_keeps_each_to_its_share_refuses_a_fourth_and_drai
     assert budget_cli.returncode == 1, budget_cli.stdout + budget_cli.stderr
     assert all(address in budget_cli.stdout for address in ADDRESSES), budget_cli.stdout
     assert f"no room for this host ({FOURTH})" in budget_cli.stdout
+    # TTIN: the same check, the tier read again.
+    assert len(ttin) == 1 and f"no room for this host ({ADDRESSES[0]})" in ttin[0], ttin
+    assert all(f"{address}: " in ttin[0] for address in ADDRESSES[1:]), ttin
+    assert ttin_workers == WORKERS
 
     # The drain: its connections gone within graceful_timeout, the others served on, nothing failed elsewhere.
     assert drained and drain_seconds <= GRACEFUL, (drain_seconds, after_drain)

@@ -21,11 +21,13 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from .background import start_background
-from .core import all_pools
+from .core import ConnectionPool, all_pools, subscribe_pools, unsubscribe_pools
+from .stats import process_buckets
 
 log = logging.getLogger("pool.workerstats")
 
@@ -50,8 +52,47 @@ def _now() -> float:
 
 
 def this_process() -> dict[str, Any]:
-    """This process's snapshot: its pid and every pool's statistics, by pool name."""
-    return {"pid": os.getpid(), "at": _now(), "pools": {pool.name: pool.stats() for pool in all_pools()}}
+    """This process's snapshot: its pid, every pool's statistics by pool name, and how many of its waits fell in each
+    bucket (per pool, bounds in `overview()["wait_bounds"]`; the last count is for waits past the last bound), for the
+    status page's wait p99."""
+    _track_waits()
+    return {"pid": os.getpid(), "at": _now(), "pools": {pool.name: pool.stats() for pool in all_pools()},
+            "wait_buckets": {name: list(counts) for name, counts in _wait_buckets.items()}}
+
+
+# Seconds: the upper bounds of the wait buckets the snapshots count (1 ms to the pool timeout, as /metrics has them),
+# read when the process starts counting: in a worker, after the conf set the timeout.
+_wait_bounds: tuple[float, ...] = ()
+_wait_buckets: dict[str, list[int]] = {}
+_counted: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+_tracking_pid = 0
+
+
+def _track_waits() -> None:
+    global _tracking_pid, _wait_bounds
+    if _tracking_pid != os.getpid():  # once per process: a forked child counts its own pools' waits from zero
+        _tracking_pid = os.getpid()
+        _wait_bounds = process_buckets()
+        _wait_buckets.clear()
+        unsubscribe_pools(_count_waits)  # inherited from the parent, if it counted too
+        subscribe_pools(_count_waits)
+
+
+def _count_waits(pool: ConnectionPool) -> None:
+    if pool in _counted:
+        return
+    _counted.add(pool)
+    name = pool.name
+    bounds = _wait_bounds
+
+    def waited(seconds: float, granted: bool) -> None:
+        counts = _wait_buckets.setdefault(name, [0] * (len(bounds) + 1))
+        index = 0
+        while index < len(bounds) and seconds > bounds[index]:
+            index += 1
+        counts[index] += 1
+
+    pool.wait_observers.append(waited)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -271,8 +312,9 @@ def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, An
         elif watch:
             server = {"pending": True}
     return {
-        "workers": [{"pid": s["pid"], "age_s": round(max(0.0, now - s["at"]), 1), "pools": s["pools"]}
-                    for s in workers],
+        "workers": [{"pid": s["pid"], "age_s": round(max(0.0, now - s["at"]), 1), "pools": s["pools"],
+                     "wait_buckets": s.get("wait_buckets", {})} for s in workers],
+        "wait_bounds": list(_wait_bounds),
         "total": totals,
         "budget": {"workers": len(workers), "connections": budget, "during_reload": 2 * budget},
         "server": server,

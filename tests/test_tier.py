@@ -130,7 +130,10 @@ def test_a_tier_of_three_hosts_keeps_each_to_its_share_refuses_a_fourth_and_drai
         # A fourth host, strict: the check names the three and their counts in one line, and it does not start.
         fourth = app_host(site_db, FOURTH, POOL_BUDGET_STRICT="1").start(wait=False)
         assert fourth.process is not None
-        fourth_code = fourth.process.wait(60)
+        try:
+            fourth_code = fourth.process.wait(60)
+        finally:
+            fourth.stop()  # only if the check let it start
         refusals = [line for line in fourth.log().splitlines() if "refusing to start" in line]
         # TTIN on the first host: a third worker would not fit beside the other two hosts; strict, so refused.
         tier[0].signal(signal.SIGTTIN)

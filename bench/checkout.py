@@ -2,6 +2,10 @@
 
     .venv/bin/python -m bench.checkout [--n 20000] [--repeat 5]
 
+With the OpenTelemetry SDK installed (the test extra), the kit runs again with pool.otel's instruments on that pool
+(an SDK MeterProvider with an in-memory reader, and a TracerProvider), and with the Prometheus histograms'
+observers, beside the same pool without observers: what the instruments cost per checkout.
+
 Starts a private mariadbd, so it needs no configured server. Each variant borrows and returns one already-open
 connection N times in a loop, single-threaded; variants take turns within each of --repeat rounds and the best round
 is printed (µs per cycle), with the number of
@@ -13,6 +17,8 @@ Questions counter misses COM_PING, so it cannot count these.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -22,7 +28,7 @@ from typing import Any
 import pymysql
 
 from harness.mariadb import PrivateMariaDB
-from pool import ConnectionPool, PoolConfig
+from pool import ConnectionPool, PoolConfig, close_all
 
 
 def _floor(kwargs: dict[str, Any]) -> Callable[[], None]:
@@ -43,7 +49,9 @@ def _queuepool(kwargs: dict[str, Any], safe: bool) -> Callable[[], None]:
     from sqlalchemy.pool import QueuePool
 
     # The dialect is what carries the ping (COM_PING) and the ROLLBACK for the pool.
-    qp = QueuePool(lambda: pymysql.connect(**kwargs), pool_size=10, max_overflow=0, pre_ping=safe,
+    # SQLAlchemy's creator type wants its DBAPI connection protocol, which PyMySQL's stubs do not declare.
+    creator: Any = lambda: pymysql.connect(**kwargs)  # noqa: E731
+    qp = QueuePool(creator, pool_size=10, max_overflow=0, pre_ping=safe,
                    reset_on_return="rollback" if safe else None, dialect=MySQLDialect_pymysql())
 
     def cycle() -> None:
@@ -52,7 +60,7 @@ def _queuepool(kwargs: dict[str, Any], safe: bool) -> Callable[[], None]:
     return cycle
 
 
-def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True) -> Callable[[], None]:
+def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True, observers: str = "") -> Callable[[], None]:
     config = PoolConfig(size=10, reset=reset, ping_after=1.0)
     driver = None
     if not handles:
@@ -68,6 +76,16 @@ def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True) -> Callable[[
 
         driver = BareDriver.for_config(kwargs, config)
     kit = ConnectionPool(kwargs, config, driver=driver)
+    if observers == "otel":
+        from pool.otel import instrument_pool
+
+        instrument_pool(kit)
+    elif observers == "prometheus":
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # as under gunicorn: values in per-process files
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-prometheus-")
+        from pool.metrics import _watch
+
+        _watch(kit)
 
     def cycle() -> None:
         kit.release(kit.acquire())
@@ -92,6 +110,11 @@ def main() -> None:
             ("kit, reset=tracked (nothing changed)", _kit(kwargs, "tracked")),
             ("kit, reset=rollback, no per-checkout handle", _kit(kwargs, "rollback", handles=False)),
         ]
+        if _otel_sdk():
+            variants += [
+                ("kit, reset=rollback, OpenTelemetry instruments on", _kit(kwargs, "rollback", observers="otel")),
+                ("kit, reset=rollback, Prometheus histograms on", _kit(kwargs, "rollback", observers="prometheus")),
+            ]
         for _, cycle in variants:
             cycle()  # open each connection outside the measurement
         # Round-robin: every repeat runs each variant once, so a noisy neighbour slows them all alike.
@@ -109,7 +132,23 @@ def main() -> None:
         for label, _ in variants:
             print(f"{label:50} {best[label] * 1e6:9.2f} {trips[label]:18.2f}")
     finally:
+        close_all()  # before the server goes: their maintenance would otherwise try to reconnect and log it
         db.destroy()
+
+
+def _otel_sdk() -> bool:
+    """The SDK as global meter and tracer providers, before pool.otel builds its instruments (False without it)."""
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        print("OpenTelemetry SDK not installed: the instrumented variant is left out (pip install -e '.[test]')")
+        return False
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    trace.set_tracer_provider(TracerProvider())
+    return True
 
 
 _writes = 0

@@ -75,26 +75,33 @@ _subscribed = False
 
 
 def metrics() -> PoolMetrics:
-    """This process's exporter (rebuilt after fork: a child starts from its own, empty pools)."""
-    global _metrics, _metrics_pid, _subscribed
-    if _metrics is None or _metrics_pid != os.getpid():
-        _metrics, _metrics_pid = PoolMetrics(), os.getpid()
+    """This process's exporter (rebuilt after fork: a child starts from its own, empty pools), with the histograms'
+    observers on every pool of the process."""
+    global _subscribed
     if not _subscribed:
         # Once per process tree (a forked child inherits the subscription): the observers look the exporter up at
         # each event, so after a fork they feed the child's.
         _subscribed = True
         subscribe_pools(_watch)
+    return _exporter()
+
+
+def _exporter() -> PoolMetrics:
+    global _metrics, _metrics_pid
+    if _metrics is None or _metrics_pid != os.getpid():
+        _metrics, _metrics_pid = PoolMetrics(), os.getpid()
     return _metrics
 
 
 def _watch(pool: ConnectionPool) -> None:
+    """The histograms' observers on one pool (bench/checkout.py measures them on one pool and not the others)."""
     name = pool.name
 
     def waited(seconds: float, granted: bool) -> None:
-        metrics().wait_seconds.labels(name, "granted" if granted else "timeout").observe(seconds)
+        _exporter().wait_seconds.labels(name, "granted" if granted else "timeout").observe(seconds)
 
     def used(seconds: float) -> None:
-        metrics().use_seconds.labels(name).observe(seconds)
+        _exporter().use_seconds.labels(name).observe(seconds)
 
     pool.wait_observers.append(waited)
     pool.use_observers.append(used)

@@ -48,9 +48,15 @@ def _format(err: Any) -> str:
     return "".join(traceback.format_exception(err[0], err[1], err[2]))
 
 
+def _is_failure(test: unittest.TestCase, err: Any) -> bool:
+    # unittest's stand-in for a failed setUpClass has failureException None.
+    failure = getattr(test, "failureException", None)
+    return isinstance(failure, type) and issubclass(err[0], failure)
+
+
 class _TextRemoteResult(RemoteTestResult):
     def _as_text(self, test: unittest.TestCase, err: Any) -> Any:
-        carrier = RemoteFailure if issubclass(err[0], test.failureException) else RemoteError
+        carrier = RemoteFailure if _is_failure(test, err) else RemoteError
         return carrier, carrier(_format(err)), None
 
     def addError(self, test: unittest.TestCase, err: Any) -> None:
@@ -118,7 +124,7 @@ class RecordingResult(unittest.TextTestResult):
         super().addSubTest(test, subtest, err)
         if err is not None:
             # A failed subtest fails its test (unittest then never calls addSuccess for it).
-            outcome = "fail" if issubclass(err[0], test.failureException) else "error"
+            outcome = "fail" if _is_failure(test, err) else "error"
             self._record(test, outcome, f"subtest {subtest.id()}:\n{self._trace(err)}")
 
 

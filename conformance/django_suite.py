@@ -487,7 +487,8 @@ def print_report(report: VersionReport, tests: Path) -> None:
     for test_id, regs in sorted(by_id.items()):
         modes = ", ".join(f"{r.backend}: {r.outcome}{' (allowlisted)' if r.allow else ''}" for r in regs)
         reasons = sorted({r.allow.reason for r in regs if r.allow})
-        tag = f"  [allowlisted: {'; '.join(reasons)}]" if reasons else ""
+        reason = "; ".join(reasons)
+        tag = f"  [allowlisted: {reason[:97] + '...' if len(reason) > 100 else reason}]" if reasons else ""
         extra = f" ({regs[0].not_run} tests of it did not run)" if regs[0].not_run else ""
         print(f"  {test_id}  ({modes}){extra}{tag}")
         shown: set[tuple[str, ...]] = set()

@@ -53,11 +53,7 @@ def measure(path: str, requests: int, warmup: int, concurrency: int) -> dict[str
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deploy.settings")
-    from pool.settings import PoolConfig, set_process_overrides
-
-    # As the gunicorn conf does: the environment's POOL_* settings reach the pool through process overrides.
-    set_process_overrides({k: v for k, v in PoolConfig.from_env().as_dict().items()
-                           if f"POOL_{k.upper()}" in os.environ})
+    # The environment's POOL_* settings reach the pool as every pool resolves its settings (pool.settings).
     django.setup()
     from wsgiref.util import setup_testing_defaults
 

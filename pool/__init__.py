@@ -16,7 +16,7 @@ from .errors import (
     TooManyWaiters,
     WrongPool,
 )
-from .settings import SETTINGS, PoolConfig, set_process_overrides
+from .settings import SETTINGS, PoolConfig, resolve_config
 
 __all__ = [
     "SETTINGS",
@@ -38,5 +38,5 @@ __all__ = [
     "close_all",
     "drain_all",
     "reset_all_after_fork",
-    "set_process_overrides",
+    "resolve_config",
 ]

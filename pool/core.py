@@ -31,7 +31,7 @@ from . import stats as S
 from .abc import Clock, Driver
 from .background import gevent_patched, start_background
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
-from .settings import PoolConfig
+from .settings import PoolConfig, resolve_config
 
 log = logging.getLogger("pool")
 
@@ -223,7 +223,9 @@ class _Maintenance:
 class ConnectionPool:
     """A hard-capped pool of database connections for one process, cooperative under gevent and safe with threads.
 
-    ``connect_kwargs`` are PyMySQL's `connect()` arguments, for the default driver. ``session_init`` are statements
+    ``connect_kwargs`` are PyMySQL's `connect()` arguments, for the default driver. ``config`` is the code's layer of
+    settings: the deployment's (gunicorn.conf.py, then `POOL_*`) go over it (`pool.settings.resolve_config`), and the
+    pool runs with the result, `pool.config`. ``session_init`` are statements
     sent after each connect and after each full reset (an integration's session set-up, e.g. the isolation level).
     ``driver`` replaces the PyMySQL driver (see `pool.abc.Driver`); ``clock`` the monotonic clock.
     ``maintenance_interval`` is how often the maintenance loop runs (None: never; call `maintain()` yourself).
@@ -241,7 +243,8 @@ class ConnectionPool:
         maintenance_interval: float | None = MAINTENANCE_INTERVAL,
     ) -> None:
         self.name = name
-        self.config = config or PoolConfig()
+        # The code's settings under the deployment's: every pool resolves the same layers (pool.settings).
+        self.config = resolve_config(config)
         if driver is None:
             from .pymysql_driver import PyMySQLDriver
 
@@ -268,16 +271,13 @@ class ConnectionPool:
         _all_pools.add(self)
         for subscriber in list(_pool_subscribers):
             subscriber(self)
-        log.info("pool %r created for %s: %s", name, driver.target, self._describe_config())
+        log.info("pool %r created for %s: %s", name, driver.target, self.config.describe())
 
     def __repr__(self) -> str:
         return (
             f"<ConnectionPool {self.name!r} {self.target} size={self.config.size} "
             f"in_use={len(self._leases)} idle={len(self._idle)} waiting={len(self._waiters)}>"
         )
-
-    def _describe_config(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.config.as_dict().items())
 
     def _init_process_state(self) -> None:
         # Everything here belongs to one process: rebuilt after fork, never shared with a parent.

@@ -1,20 +1,36 @@
-"""Every pool setting, declared once.
+"""Every setting, declared once, and the one way a pool's settings are resolved.
 
-The table below drives parsing (from a mapping or the environment), validation, the gunicorn conf, Django's OPTIONS
+The tables below drive parsing (from a mapping or the environment), validation, the gunicorn conf, Django's OPTIONS
 and the docs, so that a setting cannot mean one thing in one place and another elsewhere.
+
+Every pool (Django's, Celery's, a plain `ConnectionPool`) gets its settings from `resolve_config`, four layers, each
+over the one before:
+
+1. the defaults in `SETTINGS`;
+2. the code's: `ConnectionPool(config=...)`, or Django's `DATABASES[alias]["OPTIONS"]["pool"]`;
+3. the deployment conf's: what `configure_pool(...)` in gunicorn.conf.py set. The conf runs in gunicorn's arbiter; it
+   hands its values to every pool of the arbiter and of the workers it forks in one environment variable,
+   `POOL_CONF` (JSON), which `resolve_config` reads;
+4. the environment's: `POOL_<NAME>`.
+
+Each pool logs at creation which layer set each value that is not the default.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigError
 
 RESET_MODES = ("full", "tracked", "rollback")
+
+log = logging.getLogger("pool.settings")
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,9 @@ class Setting:
     maximum: float | None = None
     allow_none: bool = False
     choices: tuple[str, ...] = ()
+    # For the deployment settings: who reads it, from the environment or from Django's settings (same POOL_ name).
+    read_from: Literal["environment", "django settings"] = "environment"
+    default_doc: str = ""  # the default in words, when it is not a value (e.g. "a private temporary directory")
 
     @property
     def env(self) -> str:
@@ -49,8 +68,10 @@ class Setting:
                 if isinstance(raw, bool):
                     raise ValueError
                 value = float(raw)
-            else:
+            elif self.choices:
                 value = str(raw).strip().lower()
+            else:
+                value = str(raw)  # a path, say: kept as written
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{source}={raw!r} is not a valid {self.kind.__name__}: {self.doc}") from None
         # NaN compares false with every bound and would pass them: a NaN wait never times out.
@@ -109,6 +130,43 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
+# Settings of the deployment rather than of a pool: read once by the gunicorn conf or its hooks from the environment,
+# or by the kit's Django parts from Django's settings. Parsed and documented like the pool's.
+DEPLOYMENT_SETTINGS: tuple[Setting, ...] = (
+    Setting("start_without_database", bool, False, "1: start even when the database refuses at start (for a database "
+            "that comes up later); failed checkouts are logged at most once per 10 s"),
+    Setting("budget_strict", bool, False, "1: refuse to start, or to grow with TTIN, when workers x pool (x2 for a "
+            "reload) + reserve exceeds the server's limits"),
+    Setting("budget_reserve", int, 10, "connections left for everything else (admin, migrations, cron) in the budget "
+            "check", minimum=0, maximum=1_000_000),
+    Setting("otel", bool, False, "1: OpenTelemetry pool metrics and wait/connect spans in every worker (pool.otel, the "
+            "otel extra; docs/observability.md)"),
+    Setting("stats_dir", str, "", "where workers publish their pools' figures for /-/pool and the status page, once a "
+            "second", default_doc="a private temporary directory, removed at exit"),
+    Setting("read_body_first", bool, True, "PoolMiddleware reads the request body before the view takes a connection",
+            read_from="django settings"),
+    Setting("body_timeout", float, 30.0, "seconds a client may take to send its body under gevent; slower ones get 408",
+            minimum=0.001, maximum=_DAY, read_from="django settings"),
+    Setting("server_timing", bool, True, "PoolMiddleware adds Server-Timing: pool;dur=<ms> to every response: how long "
+            "the request queued for pool connections (False: no header)", read_from="django settings"),
+    Setting("ready_max_waiting", int, None, "pool.django.readiness.readyz says 503 (saturated) while more callers than "
+            "this wait for a connection", minimum=0, maximum=1_000_000, allow_none=True,
+            read_from="django settings", default_doc="the pool size"),
+)
+
+DEPLOYMENT_BY_NAME: dict[str, Setting] = {s.name: s for s in DEPLOYMENT_SETTINGS}
+
+
+def deployment_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """A deployment setting read from the environment (`POOL_<NAME>`), or its default; ConfigError names the
+    variable."""
+    setting = DEPLOYMENT_BY_NAME[name]
+    environ = os.environ if environ is None else environ
+    raw = environ.get(setting.env, "")
+    if raw.strip() == "":
+        return setting.default
+    return setting.parse(raw, setting.env)
+
 
 def _default(name: str) -> Any:
     return SETTINGS_BY_NAME[name].default
@@ -137,6 +195,8 @@ class PoolConfig:
     read_timeout: float = _default("read_timeout")
     write_timeout: float = _default("write_timeout")
     where: str = field(default="PoolConfig({name}=...)", compare=False, repr=False)
+    # Where each value that a layer set came from, as the user writes it (`POOL_SIZE`): for messages and the log.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
@@ -151,8 +211,18 @@ class PoolConfig:
 
     def setting_source(self, name: str) -> str:
         """How the user sets `name` for this config, e.g. `POOL_SIZE` or
-        `DATABASES['default']['OPTIONS']['pool']['size']`."""
-        return self.where.format(name=name, NAME=name.upper())
+        `DATABASES['default']['OPTIONS']['pool']['size']`: where its value came from, else where this config's
+        layer takes it."""
+        return self.sources.get(name) or self.where.format(name=name, NAME=name.upper())
+
+    def describe(self) -> str:
+        """Every value, with the layer that set each one that is not the default: for the log at a pool's creation."""
+        parts = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            source = self.sources.get(setting.name)
+            parts.append(f"{setting.name}={value}" + (f" ({source})" if source and value != setting.default else ""))
+        return ", ".join(parts)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "pool",
@@ -167,7 +237,10 @@ class PoolConfig:
                 f"known: {', '.join(SETTINGS_BY_NAME)}"
             )
         parsed = {name: SETTINGS_BY_NAME[name].parse(raw, f"{source}[{name!r}]") for name, raw in values.items()}
-        return replace(base or cls(), **parsed, where=source + "['{name}']")
+        base = base or cls()
+        where = source + "['{name}']"
+        sources = {**base.sources, **{name: where.format(name=name) for name in parsed}}
+        return replace(base, **parsed, where=where, sources=sources)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, base: PoolConfig | None = None,
@@ -176,45 +249,92 @@ class PoolConfig:
         environ = os.environ if environ is None else environ
         parsed = {s.name: s.parse(environ[s.env], s.env) for s in SETTINGS if s.env in environ}
         base = base or cls()
-        return replace(base, **parsed, where=where or ("POOL_{NAME}" if parsed else base.where))
+        sources = {**base.sources, **{name: SETTINGS_BY_NAME[name].env for name in parsed}}
+        return replace(base, **parsed, where=where or ("POOL_{NAME}" if parsed else base.where), sources=sources)
 
     def with_where(self, where: str) -> PoolConfig:
         return replace(self, where=where)
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "where"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("where", "sources")}
 
 
-# Settings applied on top of every pool built in this process: the gunicorn conf sets them in the arbiter, and the
-# workers inherit them across fork, so the conf stays the one place where the pool is tuned.
-_process_overrides: dict[str, Any] = {}
-_process_overrides_where = "process overrides['{name}']"
+CONF_ENV = "POOL_CONF"
+# How a user changes a pool setting under gunicorn, for the pool's error messages.
+CONF_WHERE = "POOL_{NAME} or {name}= in gunicorn.conf.py"
+_CONF_SOURCE = "configure_pool({name}=...) in gunicorn.conf.py"
 
 
-def set_process_overrides(values: Mapping[str, Any], where: str | None = None) -> None:
-    """Apply `values` over every pool's settings in this process (and in processes forked from it). `where` tells
-    users how they set these (a template with `{name}`/`{NAME}`), for error messages."""
-    global _process_overrides_where
-    PoolConfig.from_mapping(values, source="process overrides")  # validate now, not in the first request
-    _process_overrides.clear()
-    _process_overrides.update(values)
-    _process_overrides_where = where or "process overrides['{name}']"
+def conf_environment(values: Mapping[str, Any]) -> dict[str, str]:
+    """The environment that hands the deployment conf's pool settings to every pool of this process and of the
+    processes it forks: validated now, so that a bad value stops the start rather than the first request."""
+    PoolConfig.from_mapping(values, source="configure_pool() in gunicorn.conf.py")
+    return {CONF_ENV: json.dumps(dict(values), sort_keys=True)}
 
 
-def process_overrides() -> dict[str, Any]:
-    return dict(_process_overrides)
+def _conf_layer(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    raw = environ.get(CONF_ENV)
+    if not raw:
+        return None
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{CONF_ENV}={raw!r} is not JSON; it is set by configure_pool() in gunicorn.conf.py, "
+                          f"unset it to do without") from None
+    parsed = PoolConfig.from_mapping(values, source=f"{CONF_ENV} (configure_pool() in gunicorn.conf.py)")
+    return {name: getattr(parsed, name) for name in values}
 
 
-def apply_process_overrides(config: PoolConfig) -> PoolConfig:
-    """`config` with this process's overrides on top (they win: the gunicorn conf is the one place to tune)."""
-    if not _process_overrides:
-        return config
-    return replace(config, **_process_overrides, where=_process_overrides_where)
+def resolve_config(code: PoolConfig | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
+    """The settings a pool runs with: `code` (the defaults when None), then the deployment conf's (`POOL_CONF`),
+    then `POOL_<NAME>` from `environ` (os.environ when None), each over the one before. The result says per setting
+    which layer set it. Resolving a resolved config again changes nothing."""
+    environ = os.environ if environ is None else environ
+    resolved = _layered(code, environ)
+    if CONF_ENV in environ and resolved.size > _layered(None, environ).size and \
+            resolved.sources.get("size") == (code.sources.get("size") if code else None):
+        # gunicorn's arbiter checks the connection budget with the size it sees, which cannot include Django's OPTIONS.
+        log.warning("pool size=%d comes from %s, but gunicorn's start-up budget check counted size=%d: set the size "
+                    "in gunicorn.conf.py (or POOL_SIZE) so that the check counts what the workers open",
+                    resolved.size, resolved.setting_source("size"), _layered(None, environ).size)
+    return resolved
+
+
+def _layered(code: PoolConfig | None, environ: Mapping[str, str]) -> PoolConfig:
+    base = code or PoolConfig()
+    conf = _conf_layer(environ)
+    sources = dict(base.sources)
+    values: dict[str, Any] = {}
+    if conf is not None:
+        values.update(conf)
+        sources.update({name: _CONF_SOURCE.format(name=name) for name in conf})
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = setting.parse(environ[setting.env], setting.env)
+            sources[setting.name] = setting.env
+    # Under the conf, its way of setting a value is the advice for those still at their default.
+    where = CONF_WHERE if conf is not None else base.where
+    return replace(base, **values, where=where, sources=sources)
 
 
 def settings_doc_table() -> str:
-    """A Markdown table of every setting, for the docs."""
+    """A Markdown table of every pool setting, for the docs."""
     rows = ["| setting | env | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         rows.append(f"| `{s.name}` | `{s.env}` | `{s.default!r}` | {s.doc} |")
+    return "\n".join(rows)
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def deployment_doc_table() -> str:
+    """A Markdown table of every deployment setting, for the docs."""
+    rows = ["| name | read from | type | default | meaning |", "|---|---|---|---|---|"]
+    for s in DEPLOYMENT_SETTINGS:
+        default = s.default_doc or f"`{s.default!r}`"
+        bounds = f", {_number(s.minimum)} to {_number(s.maximum)}" if s.minimum is not None and s.maximum is not None \
+            else ""
+        rows.append(f"| `{s.env}` | {s.read_from} | {s.kind.__name__}{bounds} | {default} | {s.doc} |")
     return "\n".join(rows)

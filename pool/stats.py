@@ -90,10 +90,11 @@ def duration_buckets(limit: float) -> tuple[float, ...]:
 
 
 def process_buckets() -> tuple[float, ...]:
-    """The buckets for this process: up to the pool timeout the gunicorn conf sets for every pool, or the default."""
-    from .settings import PoolConfig, apply_process_overrides
+    """The buckets for this process: up to the pool timeout the deployment sets (gunicorn.conf.py, POOL_TIMEOUT), or
+    the default."""
+    from .settings import resolve_config
 
-    return duration_buckets(apply_process_overrides(PoolConfig()).timeout)
+    return duration_buckets(resolve_config().timeout)
 
 
 def doc_table() -> str:

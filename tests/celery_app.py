@@ -12,10 +12,9 @@ import time
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deploy.settings")
-from pool.settings import set_process_overrides
-
-set_process_overrides({"size": int(os.environ.get("KIT_POOL_SIZE", "3")),
-                       "timeout": float(os.environ.get("KIT_POOL_TIMEOUT", "30")), "min_idle": 0})
+# The environment's layer of pool settings, for this process and the children it forks.
+os.environ.update(POOL_SIZE=os.environ.get("KIT_POOL_SIZE", "3"), POOL_MIN_IDLE="0",
+                  POOL_TIMEOUT=os.environ.get("KIT_POOL_TIMEOUT", "30"))
 django.setup()
 
 from celery import Celery  # noqa: E402

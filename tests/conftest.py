@@ -16,6 +16,11 @@ from harness import tools
 from harness.mariadb import PrivateMariaDB
 from harness.tools import ROOT
 
+# Pool settings in the developer's shell would reach every pool the tests build (they are the top layer of
+# pool.settings.resolve_config): the tests set their own, explicitly.
+for _name in [name for name in os.environ if name.startswith("POOL_")]:
+    del os.environ[_name]
+
 
 @pytest.fixture(autouse=True)
 def _gunicorn_files_under_pytest_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,

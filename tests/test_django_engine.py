@@ -109,9 +109,9 @@ POOL_SETTINGS_SCRIPT = """
     settings.configure(DATABASES={"default": db}, INSTALLED_APPS=["pool.django.apps.PoolAppConfig"], USE_TZ=True)
     django.setup()
     from django.core import checks
-    from pool.settings import set_process_overrides
-    if os.environ.get("KIT_OVERRIDES"):
-        set_process_overrides(json.loads(os.environ["KIT_OVERRIDES"]))
+    from pool.conf import configure_pool
+    if os.environ.get("KIT_CONF"):  # what gunicorn.conf.py's configure_pool(...) would hand the workers
+        configure_pool(**json.loads(os.environ["KIT_CONF"]))
     from django.core.exceptions import ImproperlyConfigured
     try:
         found = [m.id for m in checks.run_checks(tags=[checks.Tags.database])]
@@ -138,8 +138,14 @@ def pool_settings(db: PrivateMariaDB, options: dict[str, Any], **env: str) -> di
 
 def test_pool_settings_come_from_options_and_the_conf_overrides_them(site_db: PrivateMariaDB) -> None:
     assert pool_settings(site_db, {"size": 4, "timeout": 3}) == {"checks": [], "size": 4, "timeout": 3.0}
-    out = pool_settings(site_db, {"size": 4, "timeout": 3}, KIT_OVERRIDES=json.dumps({"size": 6}))
+    out = pool_settings(site_db, {"size": 4, "timeout": 3}, KIT_CONF=json.dumps({"size": 6}))
     assert (out["size"], out["timeout"]) == (6, 3.0)
+
+
+def test_pool_settings_layers_in_order_options_then_the_conf_then_the_environment(site_db: PrivateMariaDB) -> None:
+    out = pool_settings(site_db, {"size": 4, "timeout": 3}, KIT_CONF=json.dumps({"size": 6, "timeout": 5}),
+                        POOL_TIMEOUT="2")
+    assert (out["size"], out["timeout"]) == (6, 2.0)
 
 
 @pytest.mark.parametrize(("options", "extra", "check_id"), [

@@ -16,8 +16,7 @@ SCRIPT = """
     import json, os, sys, gevent, django
     os.environ["DJANGO_SETTINGS_MODULE"] = "deploy.settings"
     from django.conf import settings
-    from pool.settings import set_process_overrides
-    set_process_overrides({"size": 1, "reset": os.environ["KIT_RESET"]})
+    os.environ.update(POOL_SIZE="1", POOL_RESET=os.environ["KIT_RESET"])
     import re, time, pymysql, pool.pymysql_driver as driver
     driver.Catalogue.REFRESH_AFTER = 0.5  # so that the test need not wait 10 s for another client's routine
     if os.environ.get("KIT_DISABLE_STATEMENT_CHECK"):

@@ -25,7 +25,7 @@ from django.utils.functional import cached_property  # noqa: E402
 
 from ..core import ConnectionPool, Lease  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
-from ..settings import PoolConfig, apply_process_overrides  # noqa: E402
+from ..settings import PoolConfig, resolve_config  # noqa: E402
 
 
 @dataclass
@@ -46,6 +46,7 @@ _pools_lock = threading.Lock()
 
 
 def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
+    """The settings this alias's pool runs with: OPTIONS["pool"] is the code's layer, the deployment's go over it."""
     options = settings_dict.get("OPTIONS") or {}
     raw = options.get("pool", {})
     if raw is None or raw is False:
@@ -54,9 +55,7 @@ def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
             f"pool settings (or leave it out for the defaults), or use ENGINE 'django.db.backends.mysql' to go without."
         )
     try:
-        config = PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']")
-        # The gunicorn conf is the one place to tune a deployment: its values win over settings.py.
-        return apply_process_overrides(config)
+        return resolve_config(PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']"))
     except ConfigError as exc:
         raise ImproperlyConfigured(str(exc)) from exc
 

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from ..core import ConnectionPool, subscribe_pools
 from ..errors import DatabaseUnavailable, PoolExhausted
+from . import kit_setting
 
 RETRY_AFTER_SECONDS = 1
 
@@ -46,24 +45,8 @@ def pool_exhaustion(exc: BaseException | None) -> PoolExhausted | DatabaseUnavai
     return None
 
 
-DEFAULT_BODY_TIMEOUT = 30.0
-
-
 class _BodyTimeout(Exception):
     pass
-
-
-def _body_timeout_setting() -> float:
-    raw = getattr(settings, "POOL_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ImproperlyConfigured(f"settings.POOL_BODY_TIMEOUT={raw!r} must be a number of seconds above 0 (how long "
-                                   f"a client may take to send its request body); the default is "
-                                   f"{DEFAULT_BODY_TIMEOUT:g}")
-    return value
 
 
 def _has_body(request: HttpRequest) -> bool:
@@ -118,9 +101,9 @@ def _subscribe_request_timing() -> None:
 class PoolMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self.read_body_first = bool(getattr(settings, "POOL_READ_BODY_FIRST", True))
-        self.body_timeout = _body_timeout_setting()
-        self.server_timing = bool(getattr(settings, "POOL_SERVER_TIMING", True))
+        self.read_body_first: bool = kit_setting("read_body_first")
+        self.body_timeout: float = kit_setting("body_timeout")
+        self.server_timing: bool = kit_setting("server_timing")
         if self.server_timing:
             _subscribe_request_timing()
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 from ..core import Readiness, all_pools
+from . import kit_setting
 
 RETRY_AFTER_SECONDS = 1
 
@@ -28,7 +28,7 @@ RETRY_AFTER_SECONDS = 1
 def check(max_waiting: int | None = None) -> tuple[bool, list[Readiness]]:
     """Every pool of this process: (all ready, each pool's readiness). ``max_waiting`` defaults to
     settings.POOL_READY_MAX_WAITING, else each pool's size."""
-    bound = getattr(settings, "POOL_READY_MAX_WAITING", None) if max_waiting is None else max_waiting
+    bound = kit_setting("ready_max_waiting") if max_waiting is None else max_waiting
     states = sorted((pool.readiness(bound) for pool in all_pools()), key=lambda state: state.pool)
     return all(state.ready for state in states), states
 

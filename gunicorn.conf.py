@@ -12,7 +12,7 @@ import os
 
 from pool import gunicorn as pool_hooks
 from pool import otel as pool_otel
-from pool.gunicorn import env_flag, env_int, env_str
+from pool.conf import configure_pool, env_flag, env_int, env_setting, env_str
 
 # -- serving --------------------------------------------------------------------------------------------------------
 # The demo site; yours here, or on the command line: gunicorn -c gunicorn.conf.py myproject.wsgi
@@ -45,19 +45,20 @@ control_socket_disable = not env_flag("GUNICORN_CONTROL_SOCKET", False)
 loglevel = env_str("LOG_LEVEL", "info")
 
 # -- the database pool: one per worker; workers x size is the most the app ever holds on the server --------------------
-# Only what differs from the pool's defaults (docs/settings.md lists them all); POOL_<NAME> overrides each, e.g.
-# POOL_SIZE=20. Warm start: each worker opens its connections before serving, so the first requests pay no connect
-# and /metrics has every worker from the first scrape.
-pool = pool_hooks.configure_pool(warm_start=True)
+# Only what differs from the pool's defaults (docs/settings.md lists them all). These go over Django's
+# OPTIONS["pool"] and under POOL_<NAME> from the environment, e.g. POOL_SIZE=20; configure_pool hands them to every
+# worker's pools in the environment variable POOL_CONF. Warm start: each worker opens its connections before serving,
+# so the first requests pay no connect and /metrics has every worker from the first scrape.
+pool = configure_pool(warm_start=True)
 # Start-up check of workers x size (x2 for a reload) + reserve against the server's max_connections.
-budget_reserve = env_int("POOL_BUDGET_RESERVE", 10)
-budget_strict = env_flag("POOL_BUDGET_STRICT", False)  # 1: refuse to start when over budget, instead of warning
+budget_reserve = env_setting("budget_reserve")  # POOL_BUDGET_RESERVE
+budget_strict = env_setting("budget_strict")  # POOL_BUDGET_STRICT=1: refuse to start when over budget, not warn
 # Prometheus metrics of every worker's pool, added up at /metrics (prometheus_client's multiprocess mode); "" disables.
 metrics_dir = env_str("PROMETHEUS_MULTIPROC_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run",
                                                                "prometheus"))
 # OpenTelemetry: the semantic conventions' pool metrics (db.client.connection.*) and spans for waits and connects,
 # from every worker, through the SDK and exporter your app sets up (the kit's [otel] extra; docs/observability.md).
-opentelemetry = pool_otel.instrument(enabled=env_flag("POOL_OTEL", False))
+opentelemetry = pool_otel.instrument(enabled=env_setting("otel"))  # POOL_OTEL
 
 
 # -- hooks ------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def write_state(path: Path, database_url: str, binds: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from pool.gunicorn import env_int
+    from pool.conf import env_int
 
     # gunicorn turns WEB_CONCURRENCY into a number as it is imported, with a traceback for a bad value: check it first.
     env_int("WEB_CONCURRENCY", 1, minimum=1)

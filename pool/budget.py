@@ -12,8 +12,8 @@ replicas of one deployment), or at what it holds now if more.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import pymysql
 
@@ -262,6 +262,138 @@ def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, 
         budgets.append(Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user,
                               connected, server=label, tier=tier))
     return budgets, failures
+
+
+# -- the policy gunicorn's hooks apply: at start, and when TTIN adds workers ------------------------------------------
+
+
+class Refusal(Exception):
+    """The deployment must not start: the message, one line, says why and what to change."""
+
+
+class Log(Protocol):
+    def info(self, msg: str, *args: Any) -> None: ...
+
+    def warning(self, msg: str, *args: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class StartupBudget:
+    """What the start-up check found and was asked, kept for TTIN's check."""
+
+    results: list[Budget]
+    strict: bool
+    connect_kwargs: dict[str, Any]
+    hosts: int
+    reserve: int
+    pool_size: int
+
+
+# TTIN's check runs in the arbiter's main loop, between its other duties: the tier is read again (it may have grown
+# since the start), with timeouts short enough that a server that does not answer delays the arbiter little.
+TTIN_CHECK_TIMEOUT = 2.0
+
+
+def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int, strict: bool, reserve: int,
+                   hosts: int = 1, start_without_database: bool = False) -> StartupBudget | None:
+    """In this order (raises Refusal at the first that fails):
+
+    1. DATABASE_URL must parse: a malformed one never works.
+    2. The database must answer (credentials, database name, reachable), unless `start_without_database` (for a
+       database that comes up later): then a warning, and each pool logs failed checkouts (rate-limited).
+    3. The connection budget: workers x pool (x2 during a SIGHUP reload) + reserve against the server's limits.
+       Warns, or refuses in strict mode. gunicorn runs both sets of workers for up to graceful_timeout during a
+       reload; USR2 upgrades (two arbiters) would double it again and are not counted.
+    4. The tier, as each server lists it: the app user's connections by client address. With other app hosts in
+       sight, this host's full share must still fit beside theirs (Budget.tier_needed); warns, or refuses in
+       strict mode, in one line naming the other hosts and their counts.
+    """
+    from .dburl import parse_database_url
+    from .errors import ConfigError
+
+    try:
+        kwargs = parse_database_url(database_url)
+    except ConfigError as exc:
+        raise Refusal(f"refusing to start: {exc}") from None
+    try:
+        results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=hosts, reserve=reserve)
+    except pymysql.err.MySQLError as exc:
+        results, unreachable = [], [("", exc)]
+    if not results:
+        cause = describe_connect_failure(unreachable[0][1], kwargs)
+        if not start_without_database:
+            raise Refusal(f"refusing to start: {cause}. Fix DATABASE_URL or the server, or set "
+                          f"POOL_START_WITHOUT_DATABASE=1 to serve anyway (requests fail until the database answers)")
+        log.warning("pool: starting without the database (POOL_START_WITHOUT_DATABASE=1): %s; connection budget "
+                    "not checked", cause)
+        return None
+    for label, error in unreachable:
+        # A failover list may start with a node down; the pool skips it until it answers.
+        log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked", label,
+                    describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
+    for result in results:
+        if result.tier is not None:
+            log.info("connection budget: the tier%s as the server lists it: %s", _on(result), result.tier.line())
+        for problem in result.problems:
+            if strict:
+                raise Refusal(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
+            log.warning("connection budget: %s", problem)
+        if not result.problems:
+            log.info("connection budget fits%s: %d needed (%s + reserve %d)%s of max_connections=%d", _on(result),
+                     result.needed, result.formula, result.reserve, _tier_needed(result), result.max_connections)
+    return StartupBudget(results, strict, kwargs, hosts, reserve, pool_size)
+
+
+def check_growth(log: Log, start: StartupBudget, new_workers: int) -> str | None:
+    """TTIN: the budget for `new_workers`, the tier read anew (bounded by TTIN_CHECK_TIMEOUT; the limits read at start
+    when the server does not answer). Returns the problem that strict mode refuses the growth for, else None (the
+    problems are then warnings)."""
+    try:
+        now, unreachable = check_each(start.connect_kwargs, workers=new_workers, pool_size=start.pool_size,
+                                      hosts=start.hosts, reserve=start.reserve, timeout=TTIN_CHECK_TIMEOUT)
+    except (pymysql.err.MySQLError, OSError) as exc:
+        now, unreachable = [], [("", exc)]
+    if not now:
+        log.warning("pool: cannot read the tier for TTIN (%s); checking %d workers against the limits read at start",
+                    unreachable[0][1] if unreachable else "no server", new_workers)
+        now = [replace(result, workers=new_workers, tier=None) for result in start.results]
+    for result in now:
+        if result.tier is not None:
+            log.info("pool: TTIN to %d workers: the tier%s as the server lists it: %s", new_workers, _on(result),
+                     result.tier.line())
+    for problem in (p for result in now for p in result.problems):
+        if start.strict:
+            return problem
+        log.warning("pool: %d workers no longer fit the connection budget: %s", new_workers, problem)
+    return None
+
+
+def _on(result: Budget) -> str:
+    return f" on {result.server}" if result.server else ""
+
+
+def _tier_needed(result: Budget) -> str:
+    tier = result.tier
+    if tier is None or not tier.others:
+        return ""
+    return f"; the tier with this host at its full share {result.tier_needed}"
+
+
+def describe_connect_failure(exc: BaseException, kwargs: Mapping[str, Any]) -> str:
+    """One line on why the database refused, naming the part of DATABASE_URL to look at (never the password)."""
+    code = exc.args[0] if getattr(exc, "args", None) and isinstance(exc.args[0], int) else None
+    port = kwargs.get("port", 3306)
+    where = kwargs.get("unix_socket") or (f"{kwargs.get('host')}:{port}" if port else str(kwargs.get("host")))
+    if code == 1045:
+        return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
+    if code == 1049:
+        return f"the server at {where} has no database {kwargs.get('database')!r} (1049 unknown database)"
+    if code == 1044:
+        return f"user {kwargs.get('user')!r} may not use database {kwargs.get('database')!r} at {where} (1044)"
+    if code in (2003, 2002):
+        return f"no database server answers at {where} ({code} cannot connect)"
+    text = exc.args[1] if code is not None and len(exc.args) > 1 else str(exc)
+    return f"the database at {where} refused the connection ({code or type(exc).__name__}: {text})"
 
 
 def main(argv: list[str] | None = None) -> int:

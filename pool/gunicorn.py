@@ -1,5 +1,7 @@
-"""gunicorn hooks for the pool. Imported by gunicorn.conf.py, which runs in the arbiter before any patching, so nothing
-here imports Django or gevent at module level.
+"""gunicorn hooks for the pool: glue between gunicorn's events and the parts that do the work (pool.conf for the
+conf's settings, pool.budget for the start-up and TTIN checks, pool.workerstats for the shared figures,
+pool.django.storage for Django under gevent). Imported by gunicorn.conf.py, which runs in the arbiter before any
+patching, so nothing here imports Django or gevent at module level.
 
 Order of events in a gevent worker (gunicorn 23-27): fork -> post_fork (not yet patched) -> monkey-patching ->
 app loaded -> post_worker_init -> requests ... -> worker_exit (usually in the worker; in the arbiter when the worker
@@ -8,206 +10,55 @@ is already gone).
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 import sys
 from typing import Any
 
-import pymysql
-
 from . import budget, workerstats
+from .conf import configure_pool, env_flag, env_int, env_setting, env_str
 from .core import all_pools, drain_all, reset_all_after_fork
 from .dburl import parse_database_url
 from .errors import ConfigError
-from .settings import PoolConfig, process_overrides, set_process_overrides
+from .settings import CONF_WHERE, PoolConfig
 
-log = logging.getLogger("pool.gunicorn")
+# Names the conf used before pool.conf existed: a copied gunicorn.conf.py keeps working.
+CONF_SETTING_SOURCE = CONF_WHERE
+__all__ = ["configure_pool", "env_flag", "env_int", "env_setting", "env_str"]
 
-
-def configure_pool(**defaults: Any) -> PoolConfig:
-    """Declare the pool's settings in gunicorn.conf.py; each is overridden by POOL_<NAME> from the environment.
-
-    The result becomes every pool's settings in this process and in the workers it forks, over anything in Django's
-    settings: the conf is the one place to tune a deployment.
-    """
-    try:
-        config = PoolConfig.from_env(base=PoolConfig.from_mapping(defaults, source="gunicorn.conf.py configure_pool"))
-    except ConfigError as exc:
-        sys.exit(f"gunicorn.conf.py: {exc}")
-    set_process_overrides(config.as_dict(), where=CONF_SETTING_SOURCE)
-    return config.with_where(CONF_SETTING_SOURCE)
-
-
-# How a user changes a pool setting under gunicorn, for the pool's error messages.
-CONF_SETTING_SOURCE = "POOL_{NAME} or {name}= in gunicorn.conf.py"
+# What the start-up check found, for TTIN's: both run in the arbiter.
+_startup_budget: budget.StartupBudget | None = None
 
 
 def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, strict: bool, reserve: int,
                  hosts: int = 1, start_without_database: bool | None = None) -> budget.Budget | None:
-    """At start, in the arbiter, in this order:
-
-    1. DATABASE_URL must parse: a malformed one never works, so gunicorn exits with one line naming the bad part.
-    2. The database must answer (credentials, database name, reachable): otherwise gunicorn exits with one line naming
-       the cause, unless POOL_START_WITHOUT_DATABASE=1 (for a database that comes up later); then it warns, serves,
-       and each pool logs failed checkouts (rate-limited).
-    3. The connection budget: workers x pool (x2 during a SIGHUP reload) + reserve against the server's limits.
-       Warns, or refuses to start in strict mode. gunicorn runs both sets of workers for up to graceful_timeout
-       during a reload; USR2 upgrades (two arbiters) would double it again and are not counted.
-    4. The tier, as each server lists it: the app user's connections by client address. With other app hosts in
-       sight, this host's full share must still fit beside theirs (pool.budget.Budget.tier_needed); warns, or
-       refuses in strict mode, in one line naming the other hosts and their counts.
-    """
+    """on_starting: pool.budget.check_at_start for this many workers; gunicorn exits with its one line if it
+    refuses."""
     global _startup_budget
     if not database_url:
         return None
-    try:
-        kwargs = parse_database_url(database_url)
-    except ConfigError as exc:
-        sys.exit(f"refusing to start: {exc}")
     if start_without_database is None:
-        start_without_database = _env_flag("POOL_START_WITHOUT_DATABASE")
+        start_without_database = env_setting("start_without_database")
     try:
-        results, unreachable = budget.check_each(kwargs, workers=server.cfg.workers, pool_size=config.size,
-                                                 hosts=hosts, reserve=reserve)
-    except pymysql.err.MySQLError as exc:
-        results, unreachable = [], [("", exc)]
-    if not results:
-        cause = describe_connect_failure(unreachable[0][1], kwargs)
-        if not start_without_database:
-            sys.exit(f"refusing to start: {cause}. Fix DATABASE_URL or the server, or set "
-                     f"POOL_START_WITHOUT_DATABASE=1 to serve anyway (requests fail until the database answers)")
-        server.log.warning("pool: starting without the database (POOL_START_WITHOUT_DATABASE=1): %s; connection "
-                           "budget not checked", cause)
-        return None
-    for label, error in unreachable:
-        # A failover list may start with a node down; the pool skips it until it answers.
-        server.log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked",
-                           label, describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
-    for result in results:
-        if result.tier is not None:
-            server.log.info("connection budget: the tier%s as the server lists it: %s", _on(result), result.tier.line())
-        for problem in result.problems:
-            if strict:
-                sys.exit(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
-            server.log.warning("connection budget: %s", problem)
-        if not result.problems:
-            server.log.info("connection budget fits%s: %d needed (%s + reserve %d)%s of max_connections=%d",
-                            _on(result), result.needed, result.formula, result.reserve, _tier_needed(result),
-                            result.max_connections)
-    _startup_budget = _StartupBudget(results, strict, kwargs, hosts, reserve, config.size)
-    return results[0]
-
-
-def _on(result: budget.Budget) -> str:
-    return f" on {result.server}" if result.server else ""
-
-
-def _tier_needed(result: budget.Budget) -> str:
-    tier = result.tier
-    if tier is None or not tier.others:
-        return ""
-    return f"; the tier with this host at its full share {result.tier_needed}"
-
-
-@dataclasses.dataclass(frozen=True)
-class _StartupBudget:
-    results: list[budget.Budget]
-    strict: bool
-    connect_kwargs: dict[str, Any]
-    hosts: int
-    reserve: int
-    pool_size: int
-
-
-_startup_budget: _StartupBudget | None = None
-# TTIN's check runs in the arbiter's main loop, between its other duties: the tier is read again (it may have grown
-# since the start), with timeouts short enough that a server that does not answer delays the arbiter little.
-TTIN_CHECK_TIMEOUT = 2.0
+        _startup_budget = budget.check_at_start(
+            server.log, database_url, workers=server.cfg.workers, pool_size=config.size, strict=strict,
+            reserve=reserve, hosts=hosts, start_without_database=bool(start_without_database))
+    except budget.Refusal as refusal:
+        sys.exit(str(refusal))
+    return _startup_budget.results[0] if _startup_budget else None
 
 
 def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
-    """TTIN/TTOU change the number of workers at run time: check the budget again, the tier read anew (bounded by
-    TTIN_CHECK_TIMEOUT; the limits read at start when the server does not answer). Over budget: a warning, or in
-    strict mode the increase is refused."""
-    if old_value is None or _startup_budget is None or new_value <= old_value:
-        return
+    """TTIN/TTOU: pool.budget.check_growth for the new number of workers; over budget, a warning, or in strict mode
+    the increase is refused."""
     start = _startup_budget
-    strict = start.strict
-    try:
-        now, unreachable = budget.check_each(start.connect_kwargs, workers=new_value, pool_size=start.pool_size,
-                                             hosts=start.hosts, reserve=start.reserve, timeout=TTIN_CHECK_TIMEOUT)
-    except (pymysql.err.MySQLError, OSError) as exc:
-        now, unreachable = [], [("", exc)]
-    if not now:
-        server.log.warning("pool: cannot read the tier for TTIN (%s); checking %d workers against the limits read "
-                           "at start", unreachable[0][1] if unreachable else "no server", new_value)
-        now = [dataclasses.replace(result, workers=new_value, tier=None) for result in start.results]
-    for result in now:
-        if result.tier is not None:
-            server.log.info("pool: TTIN to %d workers: the tier%s as the server lists it: %s", new_value, _on(result),
-                            result.tier.line())
-    problems = [p for result in now for p in result.problems]
-    for problem in problems:
-        if strict:
-            # Through the private attribute: the num_workers setter would call this hook again.
-            server._num_workers = old_value
-            server.log.error("pool: refused to grow from %d to %d workers (POOL_BUDGET_STRICT=1): %s", old_value,
-                             new_value, problem)
-            return
-        server.log.warning("pool: %d workers no longer fit the connection budget: %s", new_value, problem)
-
-
-def describe_connect_failure(exc: BaseException, kwargs: dict[str, Any]) -> str:
-    """One line on why the database refused, naming the part of DATABASE_URL to look at (never the password)."""
-    code = exc.args[0] if getattr(exc, "args", None) and isinstance(exc.args[0], int) else None
-    port = kwargs.get("port", 3306)
-    where = kwargs.get("unix_socket") or (f"{kwargs.get('host')}:{port}" if port else str(kwargs.get("host")))
-    if code == 1045:
-        return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
-    if code == 1049:
-        return f"the server at {where} has no database {kwargs.get('database')!r} (1049 unknown database)"
-    if code == 1044:
-        return f"user {kwargs.get('user')!r} may not use database {kwargs.get('database')!r} at {where} (1044)"
-    if code in (2003, 2002):
-        return f"no database server answers at {where} ({code} cannot connect)"
-    text = exc.args[1] if code is not None and len(exc.args) > 1 else str(exc)
-    return f"the database at {where} refused the connection ({code or type(exc).__name__}: {text})"
-
-
-def _env_flag(name: str) -> bool:
-    return env_flag(name)
-
-
-# Environment readers for gunicorn.conf.py: a bad value stops the start with one line naming the variable, where a
-# bare int() would end in a traceback.
-def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    sys.exit(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
-
-
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        sys.exit(f"{name}={raw!r} is not a whole number of at least {minimum}; fix it, or unset it for the default "
-                 f"{default}")
-    return value
+    if old_value is None or start is None or new_value <= old_value:
+        return
+    problem = budget.check_growth(server.log, start, new_value)
+    if problem is not None:
+        # Through the private attribute: the num_workers setter would call this hook again.
+        server._num_workers = old_value
+        server.log.error("pool: refused to grow from %d to %d workers (POOL_BUDGET_STRICT=1): %s", old_value,
+                         new_value, problem)
 
 
 def share_stats(metrics_dir: str) -> None:
@@ -284,11 +135,9 @@ def _share_from_the_start() -> None:
 
 
 def _warm_start(worker: Any) -> None:
-    """With warm_start on, open each pool's min_idle connections before the first request (after fork and patching).
-    A database that does not answer is logged, not fatal: the pools find it later, as without warm start."""
-    overrides = PoolConfig.from_mapping(process_overrides()) if process_overrides() else None
-    if overrides is None or not overrides.warm_start:
-        return
+    """Each pool whose settings have warm_start on opens its min_idle connections before the first request (after
+    fork and patching). A database that does not answer is logged, not fatal: the pools find it later, as without
+    warm start."""
     try:
         django_apps = sys.modules.get("django.apps")
         if django_apps is not None and django_apps.apps.ready:
@@ -296,11 +145,12 @@ def _warm_start(worker: Any) -> None:
 
             opened = warm_up()
         else:
-            opened = {pool.name: pool.warm_up() for pool in all_pools()}
+            opened = {pool.name: pool.warm_up() for pool in all_pools() if pool.config.warm_start}
     except Exception as exc:  # noqa: BLE001 - the worker serves anyway; the error says why it could not warm up
         worker.log.error("pool: warm start failed, the pools will connect at the first requests: %s", exc)
         return
-    worker.log.info("pool: warm start opened %s", ", ".join(f"{n} to {alias!r}" for alias, n in opened.items()))
+    if opened:
+        worker.log.info("pool: warm start opened %s", ", ".join(f"{n} to {alias!r}" for alias, n in opened.items()))
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -314,38 +164,15 @@ def child_exit(server: Any, worker: Any) -> None:
         mark_worker_dead(worker.pid)
 
 
-def _storage_is_per_greenlet(connections: Any) -> bool:
-    import gevent
-
-    def wrapper() -> Any:
-        return connections["default"]
-
-    # Both results stay referenced until compared, so two distinct wrappers cannot share an address.
-    first, second = gevent.spawn(wrapper), gevent.spawn(wrapper)
-    gevent.joinall([first, second])
-    return first.value is not second.value
-
-
 def _check_connection_storage_per_greenlet(worker: Any) -> None:
-    """Django keeps database connections in a threading.local made when django.db is imported. Imported before
-    gevent patched threading (preload_app = True, or a conf that imports Django), that is a real thread-local: one
-    wrapper, one connection, for every greenlet of the worker. Give Django a fresh storage made under patching."""
-    django_db = sys.modules.get("django.db")
-    if django_db is None or "default" not in django_db.connections.settings:
-        return
-    connections = django_db.connections
-    if _storage_is_per_greenlet(connections):
-        return
-    from asgiref.local import Local
+    from .django.storage import ensure_storage_per_greenlet
 
-    # The wrappers left in the old storage (the arbiter's, inherited across fork) are dropped unclosed: their
-    # sockets close when collected, without COM_QUIT, so the arbiter's sessions live on.
-    connections._connections = Local(connections.thread_critical)
-    if not _storage_is_per_greenlet(connections):
-        _refuse(worker, "Django's connection storage is shared by all greenlets of this worker and could not be "
-                        "replaced. Set preload_app = False and keep Django imports out of gunicorn.conf.py.")
-    worker.log.info("pool: Django's connection storage was made before gevent patching (preload_app); replaced "
-                    "with a per-greenlet one")
+    replaced, refusal = ensure_storage_per_greenlet()
+    if refusal:
+        _refuse(worker, refusal)
+    if replaced:
+        worker.log.info("pool: Django's connection storage was made before gevent patching (preload_app); replaced "
+                        "with a per-greenlet one")
 
 
 def _refuse(worker: Any, message: str) -> None:

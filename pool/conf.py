@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from .errors import ConfigError
-from .settings import DEPLOYMENT_BY_NAME, PoolConfig, Setting, conf_environment, deployment_setting, resolve_config
+from .settings import PoolConfig, Setting, conf_environment, deployment_setting, resolve_config
 
 
 def configure_pool(**settings: Any) -> PoolConfig:
@@ -62,6 +62,3 @@ def _read(setting: Setting, variable: str) -> Any:
         return setting.parse(raw, variable)
     except ConfigError as exc:
         sys.exit(str(exc))
-
-
-__all__ = ["DEPLOYMENT_BY_NAME", "configure_pool", "env_flag", "env_int", "env_setting", "env_str"]

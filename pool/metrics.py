@@ -22,9 +22,9 @@ from .stats import process_buckets
 
 PREFIX = "mysql_pool"
 
-# How a worker's gauge adds up across workers: a cap and an age are maxima, counts are sums.
-_MULTIPROCESS_MODES: dict[str, Literal["livemax", "livesum"]] = {
-    S.SIZE: "livemax", S.IN_USE: "livesum", S.IDLE: "livesum", S.WAITING: "livesum", S.MAXWAIT_MS: "livemax",
+# A gauge's `combine` as prometheus_client's multiprocess mode: live workers only, so a dead one drops out.
+_MULTIPROCESS_MODES: dict[S.Combine, Literal["livemax", "livesum"]] = {
+    "sum": "livesum", "max": "livemax", "cap": "livemax",
 }
 
 
@@ -37,7 +37,7 @@ class PoolMetrics:
     def __init__(self) -> None:
         # Every gauge and counter of the stats table, so /metrics cannot leave one out.
         self.gauges = {s.name: Gauge(metric_name(s.name), s.help, ["pool"],
-                                     multiprocess_mode=_MULTIPROCESS_MODES[s.name])
+                                     multiprocess_mode=_MULTIPROCESS_MODES[s.combine])
                        for s in S.TABLE if s.kind == "gauge"}
         self.counters = {s.name: Counter(metric_name(s.name), s.help, ["pool"]) for s in S.TABLE if s.kind == "counter"}
         buckets = process_buckets()
@@ -141,7 +141,7 @@ def doc_table() -> str:
     rows = ["| metric | type | meaning |", "|---|---|---|"]
     for stat in S.TABLE:
         if stat.kind == "gauge":
-            combined = "max" if _MULTIPROCESS_MODES[stat.name] == "livemax" else "sum"
+            combined = "max" if _MULTIPROCESS_MODES[stat.combine] == "livemax" else "sum"
             rows.append(f"| `{metric_name(stat.name)}` | gauge ({combined} over workers) | {stat.help} |")
         elif stat.kind == "counter":
             rows.append(f"| `{metric_name(stat.name)}_total` | counter | {stat.help} |")

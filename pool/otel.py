@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from . import stats as S
 from .core import ConnectionPool, subscribe_pools
 from .stats import process_buckets
 
@@ -69,8 +70,8 @@ class _Instruments:
             return callback
 
         meter.create_observable_up_down_counter(
-            "db.client.connection.count", [gauge(lambda p: [(_in(p, "idle"), {STATE: "idle"}),
-                                                            (_in(p, "in_use"), {STATE: "used"})])],
+            "db.client.connection.count", [gauge(lambda p: [(_in(p, S.IDLE), {STATE: "idle"}),
+                                                            (_in(p, S.IN_USE), {STATE: "used"})])],
             unit="{connection}", description="The number of connections that are currently in state described by "
                                              "the state attribute.")
         meter.create_observable_up_down_counter(
@@ -83,10 +84,10 @@ class _Instruments:
             "db.client.connection.max", [gauge(lambda p: [(p.config.size, {})])], unit="{connection}",
             description="The maximum number of open connections allowed.")
         meter.create_observable_up_down_counter(
-            "db.client.connection.pending_requests", [gauge(lambda p: [(_in(p, "waiting"), {})])], unit="{request}",
+            "db.client.connection.pending_requests", [gauge(lambda p: [(_in(p, S.WAITING), {})])], unit="{request}",
             description="The number of current pending requests for an open connection.")
         meter.create_observable_counter(
-            "db.client.connection.timeouts", [gauge(lambda p: [(_in(p, "timeouts"), {})])], unit="{timeout}",
+            "db.client.connection.timeouts", [gauge(lambda p: [(_in(p, S.TIMEOUTS), {})])], unit="{timeout}",
             description="The number of connection timeouts that have occurred trying to obtain a connection from "
                         "the pool.")
         self.create_time = meter.create_histogram(

@@ -1,83 +1,86 @@
 """The pool's statistics, declared once: `ConnectionPool.stats()`, the `/-/pool` view, the Prometheus export and the
-docs all read this table, so a name cannot mean one thing in one place and another elsewhere."""
+docs all read this table, so a name cannot mean one thing in one place and another elsewhere.
+
+Adding a statistic:
+1. One `_stat(...)` line below, with its kind, its help and, for a gauge, how it adds up across workers. A gauge goes
+   with the gauges (before `PID`), a counter anywhere after it: `stats()` lists them in table order.
+2. Its value, in pool/core.py: a gauge as an entry of `ConnectionPool.stats()`, a counter as `self._counters[S.NAME]
+   += ...` where it happens (the counters' dict is built from `COUNTERS`).
+3. Paste `pool.metrics.doc_table()` over the table in docs/observability.md (tests/test_docs.py fails until then).
+`/metrics`, the `/-/pool` totals and the status page's "every figure" follow from the row.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-# Gauges: a snapshot of now.
-SIZE = "size"
-IN_USE = "in_use"
-IDLE = "idle"
-WAITING = "waiting"
-MAXWAIT_MS = "maxwait_ms"
-PID = "pid"
-
-# Counters: since the pool was built in this process.
-CHECKOUTS = "checkouts"
-CONNECTS = "connects"
-CONNECT_ERRORS = "connect_errors"
-UNAVAILABLE = "unavailable"
-CONNECT_MS = "connect_ms"
-WAIT_MS = "wait_ms"
-WAITS = "waits"
-TIMEOUTS = "timeouts"
-REJECTED = "rejected"
-PINGS = "pings"
-DISCARDED = "discarded"
-ABORTED_IN_USE = "aborted_in_use"
-SESSIONS_ENDED = "sessions_ended"
-RECYCLED = "recycled"
-IDLE_CLOSED = "idle_closed"
-RECLAIMED = "reclaimed"
-LEAKS = "leaks"
-RESETS = "resets"
-USAGE_MS = "usage_ms"
+Kind = Literal["gauge", "counter", "info"]
+# How one worker's value adds up across gunicorn workers, in the `/-/pool` totals and the Prometheus scrape alike:
+# "sum", "max" (the oldest wait), "none" (not added: the pid), or "cap" for a per-worker limit: the totals add the
+# workers' caps up (the budget), the scrape shows the largest (what one worker may hold). A counter is a sum.
+Combine = Literal["sum", "max", "cap", "none"]
 
 
 @dataclass(frozen=True)
 class Stat:
     name: str
-    kind: Literal["gauge", "counter", "info"]
+    kind: Kind
     help: str
+    combine: Combine = "sum"
 
 
-TABLE: tuple[Stat, ...] = (
-    Stat(SIZE, "gauge", "the cap: most connections this process may hold"),
-    Stat(IN_USE, "gauge", "slots taken by callers (connections lent out, or being opened for a caller)"),
-    Stat(IDLE, "gauge", "open connections waiting in the pool"),
-    Stat(WAITING, "gauge", "callers queued for a slot"),
-    Stat(MAXWAIT_MS, "gauge", "how long the oldest waiter has waited so far, in milliseconds"),
-    Stat(PID, "info", "the process the pool belongs to"),
-    Stat(CHECKOUTS, "counter", "connections lent"),
-    Stat(CONNECTS, "counter", "connections opened"),
-    Stat(CONNECT_ERRORS, "counter", "failed attempts to open a connection"),
-    Stat(UNAVAILABLE, "counter", "callers refused at once, without a connection attempt, while the database was not "
-                                 "answering (DatabaseUnavailable)"),
-    Stat(CONNECT_MS, "counter", "time spent opening connections, in milliseconds"),
-    Stat(WAITS, "counter", "checkouts that had to queue for a slot"),
-    Stat(WAIT_MS, "counter", "time callers spent queued, in milliseconds"),
-    Stat(TIMEOUTS, "counter", "callers that gave up waiting (PoolTimeout)"),
-    Stat(REJECTED, "counter", "callers refused at once because max_waiting callers already waited (TooManyWaiters)"),
-    Stat(PINGS, "counter", "pings before lending a connection that idled past ping_after"),
-    Stat(DISCARDED, "counter", "broken connections dropped: closed by the server, failed a check or a reset, or saw a "
-                               "disconnect error"),
-    Stat(ABORTED_IN_USE, "counter", "connections closed while still in use: a command was under way on them at "
-                                    "return (used by another greenlet or thread, or interrupted mid-command), or they "
-                                    "were still held when the pool was drained at exit"),
-    Stat(SESSIONS_ENDED, "counter", "server sessions of aborted connections ended with KILL because a command was "
-                                    "still running on them (so the server stops it and its count returns to the cap)"),
-    Stat(RECYCLED, "counter", "connections closed at max_lifetime"),
-    Stat(IDLE_CLOSED, "counter", "connections closed after idle_timeout beyond min_idle"),
-    Stat(RECLAIMED, "counter", "connections taken back from an owner (greenlet or thread) that died holding them"),
-    Stat(LEAKS, "counter", "connections held longer than leak_threshold (warned once each)"),
-    Stat(RESETS, "counter", "connections made fit for the next caller on return"),
-    Stat(USAGE_MS, "counter", "time connections were held by callers, checkout to return, in milliseconds"),
-)
+_declared: list[Stat] = []
 
-BY_NAME: dict[str, Stat] = {s.name: s for s in TABLE}
-GAUGES: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "gauge")
+
+def _stat(name: str, kind: Kind, help: str, combine: Combine = "sum") -> str:
+    """Declare a row of the table and return its name: code indexes stats by that plain `str`, so bumping a counter
+    stays one lookup of an exact-str dict key."""
+    if kind == "counter" and combine != "sum":
+        raise ValueError(f"counter {name!r} must add up as a sum (Prometheus adds counters up)")
+    _declared.append(Stat(name, kind, help, combine))
+    return name
+
+
+# Gauges: a snapshot of now.
+SIZE = _stat("size", "gauge", "the cap: most connections this process may hold", "cap")
+IN_USE = _stat("in_use", "gauge", "slots taken by callers (connections lent out, or being opened for a caller)")
+IDLE = _stat("idle", "gauge", "open connections waiting in the pool")
+WAITING = _stat("waiting", "gauge", "callers queued for a slot")
+MAXWAIT_MS = _stat("maxwait_ms", "gauge", "how long the oldest waiter has waited so far, in milliseconds", "max")
+PID = _stat("pid", "info", "the process the pool belongs to", "none")
+
+# Counters: since the pool was built in this process.
+CHECKOUTS = _stat("checkouts", "counter", "connections lent")
+CONNECTS = _stat("connects", "counter", "connections opened")
+CONNECT_ERRORS = _stat("connect_errors", "counter", "failed attempts to open a connection")
+UNAVAILABLE = _stat("unavailable", "counter", "callers refused at once, without a connection attempt, while the "
+                                              "database was not answering (DatabaseUnavailable)")
+CONNECT_MS = _stat("connect_ms", "counter", "time spent opening connections, in milliseconds")
+WAITS = _stat("waits", "counter", "checkouts that had to queue for a slot")
+WAIT_MS = _stat("wait_ms", "counter", "time callers spent queued, in milliseconds")
+TIMEOUTS = _stat("timeouts", "counter", "callers that gave up waiting (PoolTimeout)")
+REJECTED = _stat("rejected", "counter", "callers refused at once because max_waiting callers already waited "
+                                        "(TooManyWaiters)")
+PINGS = _stat("pings", "counter", "pings before lending a connection that idled past ping_after")
+DISCARDED = _stat("discarded", "counter", "broken connections dropped: closed by the server, failed a check or a "
+                                          "reset, or saw a disconnect error")
+ABORTED_IN_USE = _stat("aborted_in_use", "counter", "connections closed while still in use: a command was under way "
+                                                    "on them at return (used by another greenlet or thread, or "
+                                                    "interrupted mid-command), or they were still held when the pool "
+                                                    "was drained at exit")
+SESSIONS_ENDED = _stat("sessions_ended", "counter", "server sessions of aborted connections ended with KILL because a "
+                                                    "command was still running on them (so the server stops it and "
+                                                    "its count returns to the cap)")
+RECYCLED = _stat("recycled", "counter", "connections closed at max_lifetime")
+IDLE_CLOSED = _stat("idle_closed", "counter", "connections closed after idle_timeout beyond min_idle")
+RECLAIMED = _stat("reclaimed", "counter", "connections taken back from an owner (greenlet or thread) that died "
+                                          "holding them")
+LEAKS = _stat("leaks", "counter", "connections held longer than leak_threshold (warned once each)")
+RESETS = _stat("resets", "counter", "connections made fit for the next caller on return")
+USAGE_MS = _stat("usage_ms", "counter", "time connections were held by callers, checkout to return, in milliseconds")
+
+TABLE: tuple[Stat, ...] = tuple(_declared)
 COUNTERS: tuple[str, ...] = tuple(s.name for s in TABLE if s.kind == "counter")
 
 
@@ -95,10 +98,3 @@ def process_buckets() -> tuple[float, ...]:
     from .settings import resolve_config
 
     return duration_buckets(resolve_config().timeout)
-
-
-def doc_table() -> str:
-    """A Markdown table of every statistic, for the docs."""
-    rows = ["| name | kind | meaning |", "|---|---|---|"]
-    rows += [f"| `{s.name}` | {s.kind} | {s.help} |" for s in TABLE]
-    return "\n".join(rows)

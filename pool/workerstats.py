@@ -27,7 +27,7 @@ from typing import Any
 
 from .background import start_background
 from .core import ConnectionPool, all_pools, subscribe_pools, unsubscribe_pools
-from .stats import process_buckets
+from .stats import SIZE, TABLE, Combine, process_buckets
 
 log = logging.getLogger("pool.workerstats")
 
@@ -41,9 +41,8 @@ _SNAPSHOT = "worker-{pid}.json"
 _SERVER = "server-count.json"
 _WATCH = "server-count.watch"
 _LOCK = "server-count.lock"
-# Gauges that add up across workers as a maximum; every other number is a sum.
-_MAX_KEYS = frozenset({"maxwait_ms"})
-_NOT_ADDED = frozenset({"pid"})
+# How each statistic adds up in the totals; a key the table lacks (a worker of another version, mid-reload) is a sum.
+_COMBINE: dict[str, Combine] = {s.name: s.combine for s in TABLE}
 
 
 def _now() -> float:
@@ -275,17 +274,19 @@ def start_publishing(directory: StatsDir, counter: ServerCounter) -> Any:
 
 
 def add_up(snapshots: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per pool name, the figures of every worker added up (a maximum for the oldest wait)."""
+    """Per pool name, the figures of every worker added up as the stats table's `combine` says (a maximum for the
+    oldest wait)."""
     totals: dict[str, dict[str, float]] = {}
     for snapshot in snapshots:
         for name, stats in snapshot.get("pools", {}).items():
             total = totals.setdefault(name, {})
             for key, value in stats.items():
-                if key in _NOT_ADDED or isinstance(value, bool) or not isinstance(value, (int, float)):
+                combine = _COMBINE.get(key, "sum")
+                if combine == "none" or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
-                if key in _MAX_KEYS:
+                if combine == "max":
                     total[key] = max(total.get(key, 0), value)
-                else:
+                else:  # a sum, and a cap too: every worker's cap added up is the budget
                     total[key] = round(total.get(key, 0) + value, 3)
     return totals
 
@@ -299,7 +300,7 @@ def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, An
     workers = sorted([here, *others], key=lambda s: s["pid"])
     now = _now()
     totals = add_up(workers)
-    budget = int(sum(total.get("size", 0) for total in totals.values()))
+    budget = int(sum(total.get(SIZE, 0) for total in totals.values()))
     if directory is None:
         server: dict[str, Any] | None = {"error": f"{ENV_DIR} is not set: this process cannot see the other workers "
                                                   f"nor count the server's connections (serve with gunicorn.conf.py)"}

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.mariadb import APP_USER, PrivateMariaDB, free_port
-from harness.tools import ROOT, ConnectionMonitor, wait_until
+from harness.tools import ROOT, ConnectionMonitor, stop_gracefully, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,13 +85,8 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish what runs, then the shutdown signals
-        try:
-            self.exit_code = self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        # SIGTERM is celery's warm shutdown: finish what runs, then the shutdown signals.
+        self.exit_code = stop_gracefully(self.process, timeout=20)
         try:  # prefork children left behind by a killed main process
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pymysql
 import pytest
 
 from harness.mariadb import APP_USER, PrivateMariaDB, free_port
-from harness.tools import ROOT, Gunicorn, wait_until
+from harness.tools import ROOT, Gunicorn, stop_gracefully, wait_until
 
 pytestmark = pytest.mark.slow
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -146,13 +145,7 @@ def newcomer_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NewcomerK
         assert wait_until(ready, timeout=120, interval=0.5), (run_dir / "serve.log").read_text()
         yield base, run_dir, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_gracefully(process)
 
 
 def test_newcomer_path_counts_the_private_database_and_ends_with_the_verdict(newcomer_kit: NewcomerKit) -> None:
@@ -188,7 +181,6 @@ def test_serve_stops_its_private_database_and_forgets_it(newcomer_kit: NewcomerK
     base, run_dir, process = newcomer_kit
     socket = run_dir / "mariadb" / "mysqld.sock"
     assert socket.exists()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(60) == 0
+    assert stop_gracefully(process) == 0
     assert not (run_dir / "serve.json").exists()
     assert wait_until(lambda: not socket.exists(), timeout=30), "mariadbd is still running"

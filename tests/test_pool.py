@@ -16,6 +16,7 @@ from harness.mariadb import APP_PASSWORD, PrivateMariaDB
 from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
+from tests.unit.fakes import FakeClock
 
 
 def connection_id(conn: pymysql.connections.Connection) -> int:
@@ -194,15 +195,27 @@ def test_server_restart_costs_callers_nothing_once_it_is_back(db: PrivateMariaDB
     assert pool.stats()[S.DISCARDED] == 4
 
 
-def test_lifetime_recycles_connections(connect_kwargs: dict[str, Any]) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, max_lifetime=1))
+def clocked_pool(connect_kwargs: dict[str, Any], config: PoolConfig) -> tuple[ConnectionPool, FakeClock]:
+    """A pool on the real server whose clock the test moves, with no maintenance loop: expiry is made to happen, not
+    waited for. How the clock drives expiry is the unit tests' (tests/unit/test_state_machine.py); these show what
+    the server sees of it."""
+    clock = FakeClock(time.monotonic())
+    return ConnectionPool(connect_kwargs, config, clock=clock, maintenance_interval=None), clock
+
+
+def test_lifetime_recycles_connections(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool, clock = clocked_pool(connect_kwargs, PoolConfig(size=1, max_lifetime=1))
     with pool.connection() as conn:
         first = connection_id(conn)
-    time.sleep(1.2)
-    with pool.connection() as conn:
+    clock.advance(1.2)
+    with pool.connection() as conn:  # the checkout finds the idle connection past its lifetime
         second = connection_id(conn)
     assert first != second
     assert pool.stats()[S.RECYCLED] == 1
+    # Recycled means closed with COM_QUIT: the old session leaves the server, it is not merely forgotten.
+    assert wait_until(lambda: first not in db.app_thread_ids(), timeout=10), "the recycled session is still open"
+    assert second in db.app_thread_ids()
+    pool.close()
 
 
 def test_default_lifetime_stays_below_the_servers_wait_timeout(db: PrivateMariaDB,
@@ -217,15 +230,21 @@ def test_default_lifetime_stays_below_the_servers_wait_timeout(db: PrivateMariaD
     pool.release(lease)
 
 
-def test_idle_connections_beyond_min_idle_are_closed(connect_kwargs: dict[str, Any]) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=4, min_idle=1, idle_timeout=1))
+def test_idle_connections_beyond_min_idle_are_closed(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    pool, clock = clocked_pool(connect_kwargs, PoolConfig(size=4, min_idle=1, idle_timeout=1))
     leases = [pool.acquire() for _ in range(4)]
+    ours = {connection_id(lease.connection) for lease in leases}
     for lease in leases:
         pool.release(lease)
-    time.sleep(2.2)
-    pool.release(pool.acquire())  # housekeeping rides on traffic
+    assert ours <= set(db.app_thread_ids())
+    clock.advance(2.2)
+    pool.maintain()  # one round of the maintenance loop, which runs it every second with no traffic needed
     assert pool.stats()[S.IDLE_CLOSED] == 3
     assert pool.stats()[S.IDLE] == 1
+    # Counted by session id: other tests' pools may still hold sessions of the same user.
+    assert wait_until(lambda: len(ours & set(db.app_thread_ids())) == 1, timeout=10), \
+        "the server still has the idle sessions the pool closed"
+    pool.close()
 
 
 @pytest.mark.parametrize("reset", ["full", "rollback"])
@@ -351,22 +370,6 @@ def test_greenlet_that_dies_holding_a_connection_does_not_shrink_the_pool(connec
     assert out["ok"] == 5
     assert out["stats"][S.RECLAIMED] == 2
     assert "leak_one" in out["log"]
-
-
-def test_leak_threshold_logs_the_checkout_stack(connect_kwargs: dict[str, Any],
-                                                caplog: pytest.LogCaptureFixture) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=2, leak_threshold=0.5))
-
-    def hold_too_long() -> Any:
-        return pool.acquire()
-
-    lease = hold_too_long()
-    time.sleep(1.2)
-    with caplog.at_level(logging.WARNING, logger="pool"):
-        pool.release(pool.acquire())
-    assert pool.stats()[S.LEAKS] == 1
-    assert any("hold_too_long" in r.getMessage() for r in caplog.records)
-    pool.release(lease)
 
 
 def test_fork_child_never_quits_the_parents_connections(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:

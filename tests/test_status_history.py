@@ -4,7 +4,6 @@ one."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -40,8 +39,11 @@ def test_the_status_page_charts_its_history_and_a_saturation(site_db: PrivateMar
             # 30 clients of 0.1 s queries on 2 x 5 connections for a few seconds: saturated, callers queue.
             thread, result = server.load_in_background(clients=30, requests=20, paths="/report/slow/?seconds=0.1")
             thread.join(120)
-            time.sleep(1.5)  # a reading after the load, so the band has an end
-            after = driver.execute_script(READ_CHART)
+            # A reading after the load, so the band has an end: two more of the page's readings, the second one asked
+            # for after the load ended (the first may have been under way as it did).
+            ended = driver.execute_script(READ_CHART)["samples"]
+            after = wait_for(lambda: (lambda r: r if r["samples"] >= ended + 2 else None)(
+                driver.execute_script(READ_CHART)), "a reading after the load")
             driver.save_screenshot(str(tmp_path / "status-history.png"))
     finally:
         server.stop()

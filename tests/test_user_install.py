@@ -14,7 +14,6 @@ import http.cookiejar
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -32,7 +31,7 @@ import pymysql
 import pytest
 
 from harness.mariadb import APP_USER, PrivateMariaDB, free_port
-from harness.tools import ROOT, wait_until
+from harness.tools import ROOT, stop_gracefully, wait_until
 from tests.browser import chromium, wait_for
 
 pytestmark = pytest.mark.slow
@@ -177,13 +176,7 @@ def gunicorn(venv: Path, project: Path, env: dict[str, str], log: Path) -> Itera
         assert wait_until(ready, timeout=90, interval=0.2), f"gunicorn never served:\n{log.read_text()}"
         yield base
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_gracefully(process)
 
 
 def log_in_and_add_group_in_chromium(base: str, group: str) -> str:

@@ -26,6 +26,7 @@ from pymysql.err import InterfaceError, InternalError, MySQLError
 from pymysql.protocol import EOFPacketWrapper
 
 from .errors import ConnectionReturned
+from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
 from .tracing import open_connection
 
@@ -104,11 +105,6 @@ class Catalogue:
 # A statement that may change the current database, which no reset puts back by itself.
 _USE_TEXT = re.compile(r"\bUSE\b", re.IGNORECASE)
 _USE_BYTES = re.compile(rb"\bUSE\b", re.IGNORECASE)
-
-# A host that failed is skipped this long, doubling per failure up to the cap, so that a dead node costs one attempt
-# per back-off and not one per connect (a blackholed host would cost connect_timeout each time).
-HOST_BACKOFF_FIRST = 1.0
-HOST_BACKOFF_CAP = 10.0
 
 # One round trip on a new connection to a host list: is this a Galera node, and is it usable? A node that lost quorum
 # still answers SELECT 1 but fails table queries with 1047; only wsrep_ready=ON and state 4 (Synced) will do.
@@ -499,8 +495,10 @@ class PyMySQLDriver:
     """Opens `PooledConnection`s with the pool's timeouts and replays the session set-up after a full reset.
 
     `init_command` and `sql_mode` are taken out of PyMySQL's hands and sent by the driver, so that a full reset (which
-    clears them on the server) can apply them again. `disconnect_codes` adds server error codes after which a
-    connection must be dropped (e.g. a proxy's own codes); `is_disconnect` adds a predicate of your own.
+    clears them on the server) can apply them again. `host` may be a host list (Django's HOST, `db1:3307,db2`), parsed
+    here once (pool.hosts): a bad port in it or in `port` is a ConfigError when the pool is built. `disconnect_codes`
+    adds server error codes after which a connection must be dropped (e.g. a proxy's own codes); `is_disconnect` adds
+    a predicate of your own.
     """
 
     def __init__(
@@ -537,11 +535,9 @@ class PyMySQLDriver:
         self.autocommit = bool(kwargs["autocommit"])
         self._disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
         self._extra_is_disconnect = is_disconnect
-        self.hosts = parse_hosts(str(kwargs.get("host") or "localhost"), int(kwargs.get("port") or 3306))
-        if kwargs.get("unix_socket"):
-            self.hosts = self.hosts[:1]
-        self._host_failures: dict[tuple[str, int], int] = {}
-        self._host_retry_at: dict[tuple[str, int], float] = {}
+        hosts = HostList.from_connect_kwargs(kwargs)
+        self.hosts = HostList(hosts[:1]) if kwargs.get("unix_socket") else hosts
+        self.backoff = HostBackoff(self.hosts)
         self.charset = kwargs["charset"]
         self.collation = kwargs.get("collation")
         self.track_session_state = track_session_state
@@ -565,54 +561,44 @@ class PyMySQLDriver:
     @property
     def target(self) -> str:
         kwargs = self._kwargs
-        where = kwargs.get("unix_socket") or ",".join(_host_label(host) for host in self.hosts)
+        where = kwargs.get("unix_socket") or self.hosts.format()
         return f"{kwargs.get('user')}@{where}/{kwargs.get('database', '')}"
 
-    def _open(self) -> PooledConnection:
-        if len(self.hosts) == 1:
-            return open_connection(**self._kwargs)
-        return self._open_first_ready_host()
+    def open(self, host: Host) -> PooledConnection:
+        """A connection to `host`, its session not set up yet."""
+        return open_connection(**{**self._kwargs, "host": host.name, "port": host.port})
 
-    def _open_first_ready_host(self) -> PooledConnection:
-        """Hosts in the order given; one that failed is skipped for its back-off, unless every host is backing off,
-        then the one whose back-off ends first is tried. A Galera node must be ready and synced."""
-        now = time.monotonic()
-        ready = [h for h in self.hosts if self._host_retry_at.get(h, 0.0) <= now]
-        order = ready or sorted(self.hosts, key=lambda h: self._host_retry_at.get(h, 0.0))[:1]
+    def open_first_ready_host(self) -> PooledConnection:
+        """The first host that answers, in the back-off's order (pool.hosts.HostBackoff). A Galera node must be ready
+        and synced."""
+        order = self.backoff.order()
         failures: list[str] = []
         for host in order:
             conn: PooledConnection | None = None
             try:
-                conn = open_connection(**{**self._kwargs, "host": host[0], "port": host[1]})
+                conn = self.open(host)
                 problem = _galera_problem(conn)
                 if problem:
                     raise pymysql.err.OperationalError(1047, problem)
             except (MySQLError, OSError) as exc:
                 if conn is not None:
                     conn.pool_abort()
-                self._host_failed(host, exc)
-                failures.append(f"{_host_label(host)}: {_describe(exc)}")
+                failed, delay = self.backoff.failed(host)
+                if failed == 1:
+                    log.warning("pool for %s: host %s failed (%s); skipped while it keeps failing, retried after %gs "
+                                "and then less often", self.target, host.label, _describe(exc), delay)
+                failures.append(f"{host.label}: {_describe(exc)}")
                 continue
-            if self._host_failures.pop(host, 0):
-                self._host_retry_at.pop(host, None)
-                log.warning("pool for %s: host %s answers again", self.target, _host_label(host))
+            if self.backoff.answered(host):
+                log.warning("pool for %s: host %s answers again", self.target, host.label)
             return conn
         skipped = len(self.hosts) - len(order)
         raise pymysql.err.OperationalError(
             2003, "no host of the list could be used (" + "; ".join(failures)
             + (f"; {skipped} more backing off after earlier failures" if skipped else "") + ")")
 
-    def _host_failed(self, host: tuple[str, int], exc: BaseException) -> None:
-        failures = self._host_failures.get(host, 0) + 1
-        self._host_failures[host] = failures
-        delay = min(HOST_BACKOFF_CAP, HOST_BACKOFF_FIRST * 2 ** (failures - 1))
-        self._host_retry_at[host] = time.monotonic() + delay
-        if failures == 1:
-            log.warning("pool for %s: host %s failed (%s); skipped while it keeps failing, retried after %gs and "
-                        "then less often", self.target, _host_label(host), _describe(exc), delay)
-
     def connect(self) -> PooledConnection:
-        conn = self._open()
+        conn = self.open_first_ready_host() if len(self.hosts) > 1 else self.open(self.hosts[0])
         try:
             if self.track_session_state and conn.client_flag & CLIENT.SESSION_TRACK:
                 # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
@@ -762,28 +748,6 @@ class PyMySQLDriver:
         object.__setattr__(handle, "_conn", None)
         if conn._pool_cursors:
             conn.pool_revoke_cursors()
-
-
-def parse_hosts(host: str, default_port: int) -> list[tuple[str, int]]:
-    """`h1:3306,h2,[::1]:3307` (Django's HOST, or the host part of DATABASE_URL) as (host, port) pairs."""
-    found: list[tuple[str, int]] = []
-    for part in (p.strip() for p in host.split(",")):
-        if not part:
-            continue
-        if part.startswith("["):
-            name, _, rest = part[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-        elif part.count(":") == 1:
-            name, _, port = part.partition(":")
-        else:
-            name, port = part, ""
-        found.append((name, int(port) if port.isdigit() else default_port))
-    return found or [("localhost", default_port)]
-
-
-def _host_label(host: tuple[str, int]) -> str:
-    name, port = host
-    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
 def _describe(exc: BaseException) -> str:

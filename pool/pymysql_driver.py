@@ -784,14 +784,5 @@ def install_as_mysqldb() -> None:
             sys.modules.setdefault("MySQLdb." + name[len("pymysql.") :], module)
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    """The default classification, for code that has no driver at hand."""
-    return _is_disconnect_code(exc)
-
-
 def is_mariadb(conn: Any) -> bool:
     return "mariadb" in str(conn.server_version).lower()
-
-
-def in_transaction(conn: Any) -> bool:
-    return bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)

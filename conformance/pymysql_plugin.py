@@ -72,7 +72,7 @@ elif WAY == "driver":
         if kwargs.get("defer_connect"):
             # The driver never hands out an unconnected connection; the closest is its arguments (the kit's
             # defaults), with init_command and sql_mode left to PyMySQL since no driver.connect() will send them.
-            deferred = dict(driver._kwargs)
+            deferred = dict(driver.connect_kwargs)
             for name in ("init_command", "sql_mode"):
                 if name in kwargs:
                     deferred[name] = kwargs[name]

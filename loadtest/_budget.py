@@ -179,7 +179,7 @@ def find_databases(options: Any, host: str | None) -> list[Target] | str:
     targets: list[Target] = []
     from pool.dburl import parse_database_url
     from pool.errors import ConfigError
-    from pool.pymysql_driver import parse_hosts
+    from pool.hosts import HostList
 
     urls = [("app", options.db_url or os.environ.get("DATABASE_URL", ""))] if isinstance(found, str) else []
     if not isinstance(found, str):
@@ -193,7 +193,7 @@ def find_databases(options: Any, host: str | None) -> list[Target] | str:
         except ConfigError as exc:
             return str(exc)
         user = options.app_user or kwargs["user"]
-        for server_host, server_port in parse_hosts(kwargs["host"], int(kwargs.get("port") or 3306)):
+        for server_host, server_port in HostList.from_connect_kwargs(kwargs):
             label = f"{server_host}:{server_port}"
             one = {**kwargs, "host": server_host, "port": server_port}
             targets.append((one, user, f"the connections of {user!r} on {label} ({role})", label))

@@ -8,6 +8,7 @@ tests drive the state machine with a fake one and a fake clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 Clock = Callable[[], float]
@@ -16,54 +17,76 @@ Clock = Callable[[], float]
 ConnT = TypeVar("ConnT")
 
 
+class ResetMode(StrEnum):
+    """The values of the pool's `reset` setting (`pool.settings.RESET_MODES`), which `Driver.reset` is given: compare
+    with these, not with string literals. Members are str, so a plain "full" compares equal."""
+
+    FULL = "full"
+    TRACKED = "tracked"
+    ROLLBACK = "rollback"
+
+
 class Driver(Protocol[ConnT]):
-    """What the pool needs from a driver. No method but `connect`, `ping`, `reset`, `close`, `end_session` and
-    `server_wait_timeout` may do I/O that waits for the server; none is called with the pool's lock held."""
+    """What the pool needs from a driver. Each method says whether it waits on the server; none is called with the
+    pool's lock held. "Never waits" means no network I/O at all, or (`close`) none that waits for an answer."""
 
     @property
     def target(self) -> str:
-        """Where connections go, without credentials (for messages and logs)."""
+        """Where connections go, without credentials (for messages and logs). Never waits."""
 
     def connect(self) -> ConnT:
-        """Open a connection with the session set up; raise on failure."""
+        """Open a connection with the session set up; raise on failure. Waits on the server: the TCP connect, TLS and
+        authentication, then the session set-up (PyMySQL's driver: one pipelined round trip, one more to read the
+        catalogue on a pool's first connection with reset="tracked", one more per host of a host list tried, for its
+        Galera check), for each host of a list until one answers."""
 
     def is_alive(self, conn: ConnT) -> bool:
-        """False if the server closed the connection or sent something unasked. Must not do a round trip."""
+        """False if the server closed the connection or sent something unasked. Never waits (no round trip: a look at
+        the socket)."""
 
     def in_flight(self, conn: ConnT) -> bool:
         """True if a command is under way on `conn`: someone else is still using it, or a command was interrupted and
-        the protocol state is unknown. Such a connection is never reset or reused."""
+        the protocol state is unknown. Such a connection is never reset or reused. Never waits."""
 
     def ping(self, conn: ConnT) -> None:
-        """One round trip; raise if the connection is unusable. Never reconnects."""
+        """Raise if the connection is unusable. Never reconnects. Waits on the server: one round trip."""
 
     def reset(self, conn: ConnT, mode: str) -> bool:
-        """Make `conn` fit for the next caller (`mode` is the pool's `reset` setting). Return True if the server
-        session's state was cleared (then per-session notes such as `Lease.info` are dropped). Raise on failure."""
+        """Make `conn` fit for the next caller (`mode` is the pool's `reset` setting, a `ResetMode`). Return True if
+        the server session's state was cleared (then per-session notes such as `Lease.info` are dropped). Raise on
+        failure. Waits on the server: not at all when there is nothing to undo (reset="tracked" after a checkout that
+        changed nothing, "rollback" with no transaction open); else one pipelined round trip. Each of these adds a
+        wait: reading results the caller left unread; a round trip each to read a catalogue due again ("tracked"),
+        to put back a character set the caller changed, to put back autocommit."""
 
     def close(self, conn: ConnT) -> None:
-        """Say goodbye to the server (it frees the session at once) and drop the socket; never raises."""
+        """Say goodbye to the server (it frees the session at once) and drop the socket; never raises. Never waits
+        for an answer: COM_QUIT is written (a write blocks only while the socket's send buffer is full), not
+        answered."""
 
     def abort(self, conn: ConnT) -> None:
         """Close the socket for real, even if another greenlet or thread is blocked on it: the server sees the
-        session end. For broken connections and ones still in use when taken back; never raises."""
+        session end. For broken connections and ones still in use when taken back; never raises. Never waits."""
 
     def end_session(self, conn: ConnT, aborted: ConnT) -> None:
         """Through `conn`, end the server session of `aborted`, a connection just aborted while a command was under
-        way on it (the server would run that command to its end). A no-op where `conn` cannot reach that session."""
+        way on it (the server would run that command to its end). A no-op where `conn` cannot reach that session.
+        Waits on the server: one round trip (none in the no-op case)."""
 
     def forget(self, conn: ConnT) -> None:
         """Drop this process's handle of a connection inherited across fork, without a word to the server and
-        without shutting the socket down (the parent still uses that session); never raises."""
+        without shutting the socket down (the parent still uses that session); never raises. Never waits."""
 
     def is_disconnect(self, exc: BaseException) -> bool:
-        """True if `exc` means the connection is gone or out of sync and must never be reused."""
+        """True if `exc` means the connection is gone or out of sync and must never be reused. Never waits."""
 
     def server_wait_timeout(self, conn: ConnT) -> float | None:
-        """The server's idle timeout for this session in seconds (to keep max_lifetime below it), if known."""
+        """The server's idle timeout for this session in seconds (to keep max_lifetime below it), if known. Waits on
+        the server: one round trip."""
 
     def lend(self, conn: ConnT) -> Any:
-        """The object a caller uses for one checkout. After `revoke`, it (and every cursor made from it) refuses use."""
+        """The object a caller uses for one checkout. After `revoke`, it (and every cursor made from it) refuses use.
+        Never waits."""
 
     def revoke(self, conn: ConnT, handle: Any) -> None:
-        """End `handle`'s access to `conn`: the caller gave it back."""
+        """End `handle`'s access to `conn`: the caller gave it back. Never waits."""

@@ -242,9 +242,9 @@ def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, 
                timeout: float = 5) -> tuple[list[Budget], list[tuple[str, Exception]]]:
     """One budget per server of the URL's host list, and the servers that did not answer. With failover, any server
     may end up holding every connection of the app, so each must fit the whole budget on its own."""
-    from .pymysql_driver import parse_hosts
+    from .hosts import HostList
 
-    servers = parse_hosts(str(connect_kwargs.get("host") or "localhost"), int(connect_kwargs.get("port") or 3306))
+    servers = HostList.from_connect_kwargs(connect_kwargs)
     if connect_kwargs.get("unix_socket") or len(servers) == 1:
         max_connections, max_user, connected, tier = read_server_limits(connect_kwargs, timeout)
         return [Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected,

@@ -12,15 +12,17 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigError
+from .hosts import DEFAULT_PORT, Host, HostList, split_hosts
 
 SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
 _SHAPE = "mysql://user:password@host:3306/name"
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_FIX = (f"expected {_SHAPE}, with reserved characters in the user and password percent-encoded, "
+        f"e.g. urllib.parse.quote(password, safe='')")
 
 
 def _fail(problem: str, source: str) -> ConfigError:
-    return ConfigError(f"{source} {problem} (expected {_SHAPE}, with reserved characters in the user and password "
-                       f"percent-encoded, e.g. urllib.parse.quote(password, safe=''))")
+    return ConfigError(f"{source} {problem} ({_FIX})")
 
 
 def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]:
@@ -56,9 +58,7 @@ def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]
     user, _, password = userinfo.partition(":")
 
     # A host list (h1:3306,h2:3306) for failover: the pool's driver tries them in order.
-    hosts = [_split_host_port(part, source) for part in hostport.split(",")] if hostport else [("", None)]
-    if len(hosts) > 1 and not all(h for h, _ in hosts):
-        raise _fail("has an empty host in its host list", source)
+    hosts = split_hosts(hostport, source=source, fix=_FIX, bracketless_ipv6=False)
     host, port = hosts[0]
     path, query = path_part, query_part
     database = unquote(path.lstrip("/"))
@@ -67,8 +67,8 @@ def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]
 
     options = dict(parse_qsl(query, keep_blank_values=True))
     if len(hosts) > 1:
-        # One string, as Django's HOST holds it; pool.pymysql_driver.parse_hosts splits it again.
-        host = ",".join(f"[{h}]:{p or 3306}" if ":" in h else f"{h}:{p or 3306}" for h, p in hosts)
+        # One string, as Django's HOST holds it; the driver parses it again with pool.hosts, at its construction.
+        host = HostList(Host(h, DEFAULT_PORT if p is None else p) for h, p in hosts).format()
         port = None
     kwargs: dict[str, Any] = {"host": host or "localhost", "user": unquote(user), "password": unquote(password),
                               "database": database}
@@ -80,27 +80,6 @@ def parse_database_url(url: str, source: str = "DATABASE_URL") -> dict[str, Any]
         raise _fail("has no host", source)
     kwargs["options"] = options
     return kwargs
-
-
-def _split_host_port(hostport: str, source: str) -> tuple[str, int | None]:
-    if hostport.startswith("["):  # [::1]:3306
-        end = hostport.find("]")
-        if end < 0:
-            raise _fail("has an IPv6 host without its closing ']'", source)
-        host, rest = hostport[1:end], hostport[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise _fail("has text after the IPv6 host that is not a :port", source)
-        raw_port = rest[1:] if rest else ""
-    else:
-        host, _, raw_port = hostport.partition(":")
-        if ":" in raw_port:
-            raise _fail("has more than one ':' in host:port", source)
-    if raw_port == "":
-        return host, None
-    if not raw_port.isdigit() or not 1 <= int(raw_port) <= 65535:
-        # The value is not repeated: with a mangled URL it may be a piece of the password.
-        raise _fail("has a port that is not a number from 1 to 65535", source)
-    return host, int(raw_port)
 
 
 def connect_kwargs_from_url(url: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """The pool's driver for PyMySQL: everything the pool knows about PyMySQL and the MySQL protocol, nothing about pooling.
 
-Every use of PyMySQL's private attributes lives in `PooledConnection`, so that a PyMySQL upgrade that moves them breaks
-the tests of this one class (scripts/test runs them on the oldest and the newest supported PyMySQL).
+`PooledConnection` is the one class that touches PyMySQL's private attributes (with the small helpers it uses), so
+that a PyMySQL upgrade that moves them breaks the tests of this one class (scripts/test runs them on the oldest and the
+newest supported PyMySQL). It also owns what its session goes through: the set-up, the tracking of state changes for
+reset="tracked", the reset on return, the KILL of a session left running. `PyMySQLDriver` is the adapter the pool
+calls (`pool.abc.Driver`): it opens connections to a host list with the pool's arguments and TLS contexts, and hands
+each call on to the connection, with the `SessionPolicy` its connections share.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pymysql
@@ -25,7 +30,9 @@ from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
 from pymysql.protocol import EOFPacketWrapper
 
+from .abc import ResetMode
 from .errors import ConnectionReturned
+from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
 from .tracing import open_connection
 
@@ -101,14 +108,50 @@ class Catalogue:
         return self.stale or now - self.read_at >= self.REFRESH_AFTER
 
 
+@dataclass(eq=False)
+class SessionPolicy:
+    """What one driver's connections share about their sessions: the set-up a full reset replays, what each session
+    must be like when lent (autocommit, character set, database), and for reset="tracked" the catalogue and the log
+    lines said once per pool."""
+
+    target: str  # for the log lines
+    session_init: tuple[str, ...]
+    autocommit: bool
+    charset: str
+    collation: str | None
+    database: str  # "" for none
+    track_state: bool
+    catalogue_query: str
+    catalogue: Catalogue | None = None  # read at the first connect that tracks, then kept fresh on returns
+    tracking_logged: bool = False
+    incomplete_logged: bool = False
+
+    def log_tracking_once(self) -> None:
+        if self.tracking_logged:
+            return
+        self.tracking_logged = True
+        if self.catalogue is not None:
+            log.info("pool for %s: reset=tracked: the server reports session state changes; a connection is reset "
+                     "only after a checkout that changed something (%d stored functions and %d tables with triggers "
+                     "count as changes)", self.target, len(self.catalogue.functions),
+                     len(self.catalogue.trigger_tables))
+        else:
+            log.warning("pool for %s: reset=tracked, but the server does not report session state changes (MySQL "
+                        "before 5.7, MariaDB before 10.2, or a proxy that strips them): every connection is fully "
+                        "reset on return", self.target)
+
+    def log_incomplete_catalogue_once(self) -> None:
+        if self.incomplete_logged:
+            return
+        self.incomplete_logged = True
+        log.warning("pool for %s: reset=tracked, but the app user may not see triggers (no TRIGGER privilege): "
+                    "every connection is fully reset on return. GRANT TRIGGER ON <database>.* to the user, or "
+                    "set reset='full' to say so", self.target)
+
+
 # A statement that may change the current database, which no reset puts back by itself.
 _USE_TEXT = re.compile(r"\bUSE\b", re.IGNORECASE)
 _USE_BYTES = re.compile(rb"\bUSE\b", re.IGNORECASE)
-
-# A host that failed is skipped this long, doubling per failure up to the cap, so that a dead node costs one attempt
-# per back-off and not one per connect (a blackholed host would cost connect_timeout each time).
-HOST_BACKOFF_FIRST = 1.0
-HOST_BACKOFF_CAP = 10.0
 
 # One round trip on a new connection to a host list: is this a Galera node, and is it usable? A node that lost quorum
 # still answers SELECT 1 but fails table queries with 1047; only wsrep_ready=ON and state 4 (Synced) will do.
@@ -236,7 +279,9 @@ class _StatusKeepingResult(pymysql.connections.MySQLResult):
 
 class PooledConnection(pymysql.connections.Connection):
     """A PyMySQL connection that knows whether a command is under way, which cursors its current checkout made, and
-    how to reset or kill itself. The only place in the kit that touches PyMySQL's private attributes."""
+    what its session went through: it sets the session up, tracks its changes, resets it on return, and ends the
+    session of another connection left running a command. The only place in the kit that touches PyMySQL's private
+    attributes."""
 
     # PyMySQL's own attributes that types-PyMySQL does not declare (for the type checker only).
     server_status: int
@@ -252,13 +297,12 @@ class PooledConnection(pymysql.connections.Connection):
     _pool_in_flight = False
     _pool_interrupted = False
     _pool_poller: Any = None
-    # Session-state tracking for reset="tracked": what this checkout's packets said, and whether a statement did
-    # something tracking would not report.
-    _pool_tracking = False
+    # Session-state tracking for reset="tracked" (on while a catalogue is attached: the server reports changes on this
+    # connection): what this checkout's packets said, and whether a statement did something tracking would not report.
+    _pool_catalogue: Catalogue | None = None
     _pool_database_changed = False
     _pool_status_seen = 0
     _pool_untracked_change = False
-    _pool_catalogue: Catalogue | None = None
 
     def __init__(self, *args: Any, pool_tls_contexts: TLSContexts | None = None, **kwargs: Any) -> None:
         self._pool_cursors: list[weakref.ref[Any]] = []
@@ -295,7 +339,7 @@ class PooledConnection(pymysql.connections.Connection):
             if (_USE_TEXT if text else _USE_BYTES).search(sql):
                 self._pool_database_changed = True
             catalogue = self._pool_catalogue
-            if self._pool_tracking and not self._pool_untracked_change and catalogue is not None:
+            if catalogue is not None and not self._pool_untracked_change:
                 if (catalogue.text if text else catalogue.bytes).search(sql):
                     self._pool_untracked_change = True
                     if (_CATALOGUE_DDL if text else _CATALOGUE_DDL_BYTES).search(sql):
@@ -393,6 +437,12 @@ class PooledConnection(pymysql.connections.Connection):
         self._pool_cursors.append(weakref.ref(made))
         return made
 
+    def pool_revoke(self, handle: ConnectionHandle) -> None:
+        """End the checkout `handle` stands for: it, and every cursor the checkout made, refuse use from now on."""
+        object.__setattr__(handle, "_conn", None)
+        if self._pool_cursors:
+            self.pool_revoke_cursors()
+
     def pool_revoke_cursors(self) -> None:
         cursors, self._pool_cursors = self._pool_cursors, []
         for ref in cursors:
@@ -437,7 +487,109 @@ class PooledConnection(pymysql.connections.Connection):
             except (OSError, RuntimeError):
                 pass
 
-    # -- reset ------------------------------------------------------------------------------------------------------
+    # -- the session: set-up, tracking, reset on return, its end ------------------------------------------------------
+
+    def pool_start_session(self, policy: SessionPolicy) -> None:
+        """Send the session set-up on a new connection and, for reset="tracked", find out whether the server reports
+        state changes on it: decided per connection (a proxy may pass some through and not others)."""
+        if policy.track_state and self.client_flag & CLIENT.SESSION_TRACK:
+            # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
+            statuses = self.pool_run_pipelined(
+                [_TRACKING_ON, "SET @pool_tracking_probe = NULL", *policy.session_init, _CLEAR_STATE_FLAG])
+            if statuses[1] & SERVER_SESSION_STATE_CHANGED:
+                catalogue = policy.catalogue
+                if catalogue is None:  # at a cold start several connections may read it at once: harmless
+                    catalogue = policy.catalogue = Catalogue(self.pool_fetch(policy.catalogue_query), time.monotonic())
+                self._pool_catalogue = catalogue
+            policy.log_tracking_once()
+        else:
+            if policy.track_state:
+                policy.log_tracking_once()
+            if policy.session_init:
+                self.pool_run_pipelined(policy.session_init)
+        self.pool_clear_tracking()
+
+    def pool_reset(self, mode: str, policy: SessionPolicy) -> bool:
+        """Make this connection fit for the next caller; `mode` is the pool's reset setting. True if the server
+        session's state was cleared. See pool.abc.Driver.reset."""
+        if self._sock is None:
+            raise pymysql.err.OperationalError(2013, "the connection was closed while it was lent out")
+        result = self._result
+        if result is not None and (result.unbuffered_active or result.has_next):
+            self.pool_settle()
+        if self._pool_poller.poll(0):
+            raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
+        cleared = mode == ResetMode.FULL or (mode == ResetMode.TRACKED and self._pool_left_state_behind(policy))
+        if cleared:
+            self._pool_reset_session(policy)
+        elif mode == ResetMode.ROLLBACK and self.pool_may_be_in_transaction():
+            # Never let SET autocommit=1 commit what the caller left open: roll back first, in the same write.
+            statements = ["ROLLBACK"]
+            if policy.autocommit and not self.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
+                statements.append("SET autocommit=1")
+            self.pool_run_pipelined(statements)
+        if bool(self.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT) != policy.autocommit:
+            self.autocommit(policy.autocommit)
+        self.autocommit_mode = policy.autocommit
+        self.pool_clear_tracking()
+        self.pool_forget_results()
+        return cleared
+
+    def _pool_left_state_behind(self, policy: SessionPolicy) -> bool:
+        """Whether the checkout that ended may have changed the session (reset="tracked"): always, where the server
+        does not report changes or the catalogue cannot judge; no round trip otherwise, unless the catalogue is due."""
+        catalogue = self._pool_catalogue
+        if catalogue is None or not self._pool_catalogue_vouches(catalogue, policy):
+            return True
+        return (self.pool_session_changed() or self._pool_database_changed
+                or self.get_autocommit() != policy.autocommit)
+
+    def _pool_catalogue_vouches(self, catalogue: Catalogue, policy: SessionPolicy) -> bool:
+        """Whether the catalogue can judge this checkout: read again first when due (then a checkout returned more
+        than REFRESH_AFTER seconds after a routine or trigger was created is judged with it); a catalogue that
+        changed meanwhile, or that cannot see triggers, cannot vouch for a checkout that ran before."""
+        now = time.monotonic()
+        if catalogue.due(now):
+            before = (catalogue.functions, catalogue.trigger_tables)
+            catalogue.update(self.pool_fetch(policy.catalogue_query), now)
+            if (catalogue.functions, catalogue.trigger_tables) != before:
+                return False
+        if catalogue.complete:
+            return True
+        policy.log_incomplete_catalogue_once()
+        return False
+
+    def _pool_reset_session(self, policy: SessionPolicy) -> None:
+        # One round trip: COM_RESET_CONNECTION clears user variables, temporary tables, locks, session variables
+        # and the open transaction; the session set-up is sent in the same write and answered in order.
+        statements = list(policy.session_init)
+        if self._pool_database_changed and policy.database:
+            # COM_RESET_CONNECTION keeps the current database: a `USE other` would reach the next caller.
+            statements.insert(0, "USE `" + policy.database.replace("`", "``") + "`")
+        if self._pool_catalogue is not None:
+            statements = [_TRACKING_ON, *statements, _CLEAR_STATE_FLAG]
+        if not is_mariadb(self) and self.charset == policy.charset:
+            # MySQL resets the character set to the server's default; MariaDB keeps it.
+            collate = f" COLLATE {self.collation}" if self.collation else ""
+            statements.insert(0, f"SET NAMES {self.charset}{collate}")
+        self.pool_run_pipelined(statements, reset_first=True)
+        if self.charset != policy.charset:
+            # The caller changed the character set (SET NAMES through PyMySQL): the next one gets the pool's.
+            self.set_character_set(policy.charset, policy.collation)
+
+    def pool_end_session(self, aborted: PooledConnection) -> None:
+        """End the server session of `aborted` from this connection (see pool.abc.Driver.end_session)."""
+        # Only the server that runs it can end it; a host list may have failed over since.
+        if (self.host, self.port, self.unix_socket) != (aborted.host, aborted.port, aborted.unix_socket):
+            return
+        try:
+            self.pool_fetch(f"KILL CONNECTION {int(aborted.server_thread_id[0])}")
+        except MySQLError as exc:
+            if not (exc.args and exc.args[0] == _ER_NO_SUCH_THREAD):
+                raise  # else it ended meanwhile by itself
+        self.pool_clear_tracking()
+
+    # -- the pool's own statements ------------------------------------------------------------------------------------
 
     def pool_fetch(self, sql: str) -> tuple[tuple[Any, ...], ...]:
         """The rows of one of the pool's own queries, leaving nothing a caller could read: no result for insert_id()
@@ -496,11 +648,14 @@ class PooledConnection(pymysql.connections.Connection):
 
 
 class PyMySQLDriver:
-    """Opens `PooledConnection`s with the pool's timeouts and replays the session set-up after a full reset.
+    """The pool's `Driver` for PyMySQL: opens `PooledConnection`s with the pool's timeouts, TLS contexts and session
+    set-up, to the first host of the list that answers, and hands every other call on to the connection.
 
     `init_command` and `sql_mode` are taken out of PyMySQL's hands and sent by the driver, so that a full reset (which
-    clears them on the server) can apply them again. `disconnect_codes` adds server error codes after which a
-    connection must be dropped (e.g. a proxy's own codes); `is_disconnect` adds a predicate of your own.
+    clears them on the server) can apply them again. `host` may be a host list (Django's HOST, `db1:3307,db2`), parsed
+    here once (pool.hosts): a bad port in it or in `port` is a ConfigError when the pool is built. `disconnect_codes`
+    adds server error codes after which a connection must be dropped (e.g. a proxy's own codes); `is_disconnect` adds
+    a predicate of your own.
     """
 
     def __init__(
@@ -532,143 +687,73 @@ class PyMySQLDriver:
         kwargs.setdefault("autocommit", True)
         kwargs.setdefault("charset", "utf8mb4")
         kwargs["pool_tls_contexts"] = TLSContexts()
-        self._kwargs = kwargs
-        self.session_init: tuple[str, ...] = tuple(init)
-        self.autocommit = bool(kwargs["autocommit"])
-        self._disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
-        self._extra_is_disconnect = is_disconnect
-        self.hosts = parse_hosts(str(kwargs.get("host") or "localhost"), int(kwargs.get("port") or 3306))
-        if kwargs.get("unix_socket"):
-            self.hosts = self.hosts[:1]
-        self._host_failures: dict[tuple[str, int], int] = {}
-        self._host_retry_at: dict[tuple[str, int], float] = {}
-        self.charset = kwargs["charset"]
-        self.collation = kwargs.get("collation")
-        self.track_session_state = track_session_state
         if track_session_state:
             kwargs["client_flag"] = int(kwargs.get("client_flag", 0)) | CLIENT.SESSION_TRACK
-        # Read at the first connect that tracks, then kept fresh on returned connections.
-        self._catalogue: Catalogue | None = None
-        database = pymysql.converters.escape_string(str(kwargs.get("database") or "")).join("''")
-        self._catalogue_query = _CATALOGUE_QUERY.format(database=database)
-        self._tracking_logged = False
-        self._incomplete_logged = False
+        self.connect_kwargs = kwargs
+        hosts = HostList.from_connect_kwargs(kwargs)
+        self.hosts = HostList(hosts[:1]) if kwargs.get("unix_socket") else hosts
+        self.backoff = HostBackoff(self.hosts)
+        self.disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
+        self.extra_is_disconnect = is_disconnect
+        where = kwargs.get("unix_socket") or self.hosts.format()
+        self.target = f"{kwargs.get('user')}@{where}/{kwargs.get('database', '')}"
+        database = str(kwargs.get("database") or "")
+        self.session = SessionPolicy(
+            target=self.target, session_init=tuple(init), autocommit=bool(kwargs["autocommit"]),
+            charset=kwargs["charset"], collation=kwargs.get("collation"), database=database,
+            track_state=track_session_state,
+            catalogue_query=_CATALOGUE_QUERY.format(database=pymysql.converters.escape_string(database).join("''")))
 
     @classmethod
     def for_config(cls, connect_kwargs: Mapping[str, Any], config: PoolConfig, **options: Any) -> PyMySQLDriver:
         return cls(connect_kwargs, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-                   write_timeout=config.write_timeout, track_session_state=config.reset == "tracked", **options)
+                   write_timeout=config.write_timeout, track_session_state=config.reset == ResetMode.TRACKED,
+                   **options)
 
     def __repr__(self) -> str:
         return f"<PyMySQLDriver {self.target}>"
 
-    @property
-    def target(self) -> str:
-        kwargs = self._kwargs
-        where = kwargs.get("unix_socket") or ",".join(_host_label(host) for host in self.hosts)
-        return f"{kwargs.get('user')}@{where}/{kwargs.get('database', '')}"
+    def connect(self) -> PooledConnection:
+        conn = self.open_first_ready_host() if len(self.hosts) > 1 else self.open(self.hosts[0])
+        try:
+            conn.pool_start_session(self.session)
+        except BaseException:
+            conn.pool_abort()
+            raise
+        return conn
 
-    def _open(self) -> PooledConnection:
-        if len(self.hosts) == 1:
-            return open_connection(**self._kwargs)
-        return self._open_first_ready_host()
+    def open(self, host: Host) -> PooledConnection:
+        """A connection to `host`, its session not set up yet."""
+        return open_connection(**{**self.connect_kwargs, "host": host.name, "port": host.port})
 
-    def _open_first_ready_host(self) -> PooledConnection:
-        """Hosts in the order given; one that failed is skipped for its back-off, unless every host is backing off,
-        then the one whose back-off ends first is tried. A Galera node must be ready and synced."""
-        now = time.monotonic()
-        ready = [h for h in self.hosts if self._host_retry_at.get(h, 0.0) <= now]
-        order = ready or sorted(self.hosts, key=lambda h: self._host_retry_at.get(h, 0.0))[:1]
+    def open_first_ready_host(self) -> PooledConnection:
+        """The first host that answers, in the back-off's order (pool.hosts.HostBackoff). A Galera node must be ready
+        and synced."""
+        order = self.backoff.order()
         failures: list[str] = []
         for host in order:
             conn: PooledConnection | None = None
             try:
-                conn = open_connection(**{**self._kwargs, "host": host[0], "port": host[1]})
+                conn = self.open(host)
                 problem = _galera_problem(conn)
                 if problem:
                     raise pymysql.err.OperationalError(1047, problem)
             except (MySQLError, OSError) as exc:
                 if conn is not None:
                     conn.pool_abort()
-                self._host_failed(host, exc)
-                failures.append(f"{_host_label(host)}: {_describe(exc)}")
+                failed, delay = self.backoff.failed(host)
+                if failed == 1:
+                    log.warning("pool for %s: host %s failed (%s); skipped while it keeps failing, retried after %gs "
+                                "and then less often", self.target, host.label, _describe(exc), delay)
+                failures.append(f"{host.label}: {_describe(exc)}")
                 continue
-            if self._host_failures.pop(host, 0):
-                self._host_retry_at.pop(host, None)
-                log.warning("pool for %s: host %s answers again", self.target, _host_label(host))
+            if self.backoff.answered(host):
+                log.warning("pool for %s: host %s answers again", self.target, host.label)
             return conn
         skipped = len(self.hosts) - len(order)
         raise pymysql.err.OperationalError(
             2003, "no host of the list could be used (" + "; ".join(failures)
             + (f"; {skipped} more backing off after earlier failures" if skipped else "") + ")")
-
-    def _host_failed(self, host: tuple[str, int], exc: BaseException) -> None:
-        failures = self._host_failures.get(host, 0) + 1
-        self._host_failures[host] = failures
-        delay = min(HOST_BACKOFF_CAP, HOST_BACKOFF_FIRST * 2 ** (failures - 1))
-        self._host_retry_at[host] = time.monotonic() + delay
-        if failures == 1:
-            log.warning("pool for %s: host %s failed (%s); skipped while it keeps failing, retried after %gs and "
-                        "then less often", self.target, _host_label(host), _describe(exc), delay)
-
-    def connect(self) -> PooledConnection:
-        conn = self._open()
-        try:
-            if self.track_session_state and conn.client_flag & CLIENT.SESSION_TRACK:
-                # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
-                statuses = conn.pool_run_pipelined(
-                    [_TRACKING_ON, "SET @pool_tracking_probe = NULL", *self.session_init, _CLEAR_STATE_FLAG])
-                self._start_tracking(conn, works=bool(statuses[1] & SERVER_SESSION_STATE_CHANGED))
-            else:
-                if self.track_session_state:
-                    self._start_tracking(conn, works=False)
-                if self.session_init:
-                    conn.pool_run_pipelined(self.session_init)
-            conn.pool_clear_tracking()
-        except BaseException:
-            conn.pool_abort()
-            raise
-        return conn
-
-    def _start_tracking(self, conn: PooledConnection, works: bool) -> None:
-        # Decided per connection (a proxy may pass some through and not others); said once per pool.
-        if works:
-            catalogue = self._catalogue
-            if catalogue is None:  # at a cold start several connections may read it at once: harmless
-                catalogue = self._catalogue = Catalogue(conn.pool_fetch(self._catalogue_query), time.monotonic())
-            conn._pool_catalogue = catalogue
-            conn._pool_tracking = True
-        if self._tracking_logged:
-            return
-        self._tracking_logged = True
-        if self._catalogue is not None:
-            log.info("pool for %s: reset=tracked: the server reports session state changes; a connection is reset "
-                     "only after a checkout that changed something (%d stored functions and %d tables with triggers "
-                     "count as changes)", self.target, len(self._catalogue.functions),
-                     len(self._catalogue.trigger_tables))
-        else:
-            log.warning("pool for %s: reset=tracked, but the server does not report session state changes (MySQL "
-                        "before 5.7, MariaDB before 10.2, or a proxy that strips them): every connection is fully "
-                        "reset on return", self.target)
-
-    def _vouches(self, conn: PooledConnection, catalogue: Catalogue) -> bool:
-        """Whether the catalogue can judge this checkout: read again first when due (then a checkout returned more
-        than REFRESH_AFTER seconds after a routine or trigger was created is judged with it); a catalogue that
-        changed meanwhile, or that cannot see triggers, cannot vouch for a checkout that ran before."""
-        now = time.monotonic()
-        if catalogue.due(now):
-            before = (catalogue.functions, catalogue.trigger_tables)
-            catalogue.update(conn.pool_fetch(self._catalogue_query), now)
-            if (catalogue.functions, catalogue.trigger_tables) != before:
-                return False
-        if catalogue.complete:
-            return True
-        if not self._incomplete_logged:
-            self._incomplete_logged = True
-            log.warning("pool for %s: reset=tracked, but the app user may not see triggers (no TRIGGER privilege): "
-                        "every connection is fully reset on return. GRANT TRIGGER ON <database>.* to the user, or "
-                        "set reset='full' to say so", self.target)
-        return False
 
     # The hot path calls these once per checkout or return: bound straight to the connection's methods, no extra frame.
     is_alive = staticmethod(PooledConnection.pool_is_alive)
@@ -681,63 +766,10 @@ class PyMySQLDriver:
         conn.ping(reconnect=False)  # never reconnect: a silent reconnect would drop session state
 
     def reset(self, conn: PooledConnection, mode: str) -> bool:
-        if conn._sock is None:
-            raise pymysql.err.OperationalError(2013, "the connection was closed while it was lent out")
-        result = conn._result
-        if result is not None and (result.unbuffered_active or result.has_next):
-            conn.pool_settle()
-        if conn._pool_poller.poll(0):
-            raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
-        cleared = False
-        catalogue = conn._pool_catalogue
-        if mode == "tracked" and conn._pool_tracking and catalogue is not None and self._vouches(conn, catalogue):
-            # Nothing changed: no round trip at all. Otherwise the full reset below.
-            changed = conn.pool_session_changed() or conn._pool_database_changed
-            mode = "full" if changed or conn.get_autocommit() != self.autocommit else "clean"
-        elif mode == "tracked":
-            mode = "full"  # the server does not report changes: always reset
-        if mode == "full":
-            # One round trip: COM_RESET_CONNECTION clears user variables, temporary tables, locks, session variables
-            # and the open transaction; the session set-up is sent in the same write and answered in order.
-            statements = list(self.session_init)
-            if conn._pool_database_changed and self._kwargs.get("database"):
-                # COM_RESET_CONNECTION keeps the current database: a `USE other` would reach the next caller.
-                statements.insert(0, "USE `" + str(self._kwargs["database"]).replace("`", "``") + "`")
-            if conn._pool_tracking:
-                statements = [_TRACKING_ON, *statements, _CLEAR_STATE_FLAG]
-            if not is_mariadb(conn) and conn.charset == self.charset:
-                # MySQL resets the character set to the server's default; MariaDB keeps it.
-                collate = f" COLLATE {conn.collation}" if conn.collation else ""
-                statements.insert(0, f"SET NAMES {conn.charset}{collate}")
-            conn.pool_run_pipelined(statements, reset_first=True)
-            if conn.charset != self.charset:
-                # The caller changed the character set (SET NAMES through PyMySQL): the next one gets the pool's.
-                conn.set_character_set(self.charset, self.collation)
-            cleared = True
-        elif mode == "rollback" and conn.pool_may_be_in_transaction():
-            # Never let SET autocommit=1 commit what the caller left open: roll back first, in the same write.
-            statements = ["ROLLBACK"]
-            if self.autocommit and not conn.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
-                statements.append("SET autocommit=1")
-            conn.pool_run_pipelined(statements)
-        if bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT) != self.autocommit:
-            conn.autocommit(self.autocommit)
-        conn.autocommit_mode = self.autocommit
-        conn._pool_status_seen = 0
-        conn._pool_untracked_change = conn._pool_database_changed = False
-        conn.pool_forget_results()
-        return cleared
+        return conn.pool_reset(mode, self.session)
 
     def end_session(self, conn: PooledConnection, aborted: PooledConnection) -> None:
-        # Only the server that runs it can end it; a host list may have failed over since.
-        if (conn.host, conn.port, conn.unix_socket) != (aborted.host, aborted.port, aborted.unix_socket):
-            return
-        try:
-            conn.query(f"KILL CONNECTION {int(aborted.server_thread_id[0])}")
-        except MySQLError as exc:
-            if not (exc.args and exc.args[0] == _ER_NO_SUCH_THREAD):
-                raise  # else it ended meanwhile by itself
-        conn.pool_clear_tracking()
+        conn.pool_end_session(aborted)
 
     def close(self, conn: PooledConnection) -> None:
         try:
@@ -747,9 +779,9 @@ class PyMySQLDriver:
             conn.pool_abort()
 
     def is_disconnect(self, exc: BaseException) -> bool:
-        if _is_disconnect_code(exc, self._disconnect_codes):
+        if _is_disconnect_code(exc, self.disconnect_codes):
             return True
-        return self._extra_is_disconnect is not None and self._extra_is_disconnect(exc)
+        return self.extra_is_disconnect is not None and self.extra_is_disconnect(exc)
 
     def server_wait_timeout(self, conn: PooledConnection) -> float | None:
         try:
@@ -759,31 +791,7 @@ class PyMySQLDriver:
         return float(rows[0][0]) if rows else None
 
     def revoke(self, conn: PooledConnection, handle: ConnectionHandle) -> None:
-        object.__setattr__(handle, "_conn", None)
-        if conn._pool_cursors:
-            conn.pool_revoke_cursors()
-
-
-def parse_hosts(host: str, default_port: int) -> list[tuple[str, int]]:
-    """`h1:3306,h2,[::1]:3307` (Django's HOST, or the host part of DATABASE_URL) as (host, port) pairs."""
-    found: list[tuple[str, int]] = []
-    for part in (p.strip() for p in host.split(",")):
-        if not part:
-            continue
-        if part.startswith("["):
-            name, _, rest = part[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-        elif part.count(":") == 1:
-            name, _, port = part.partition(":")
-        else:
-            name, port = part, ""
-        found.append((name, int(port) if port.isdigit() else default_port))
-    return found or [("localhost", default_port)]
-
-
-def _host_label(host: tuple[str, int]) -> str:
-    name, port = host
-    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        conn.pool_revoke(handle)
 
 
 def _describe(exc: BaseException) -> str:
@@ -820,14 +828,5 @@ def install_as_mysqldb() -> None:
             sys.modules.setdefault("MySQLdb." + name[len("pymysql.") :], module)
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    """The default classification, for code that has no driver at hand."""
-    return _is_disconnect_code(exc)
-
-
 def is_mariadb(conn: Any) -> bool:
     return "mariadb" in str(conn.server_version).lower()
-
-
-def in_transaction(conn: Any) -> bool:
-    return bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)

@@ -49,7 +49,7 @@ def test_executemany_bulk_insert_goes_through_and_keeps_the_connection(
     assert pool.stats()[S.ABORTED_IN_USE] == 0
 
 
-def test_a_use_inside_a_bulk_insert_statement_is_still_seen(connect_kwargs: dict[str, Any], pairs_table: str) -> None:
+def test_a_use_sent_as_a_bytearray_is_undone_by_the_reset(connect_kwargs: dict[str, Any], pairs_table: str) -> None:
     # The bytes-like statement is inspected like any other: a USE sent as bytes re-selects the database on reset.
     pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="full"))
     with pool.connection() as conn:

@@ -11,14 +11,15 @@ import pytest
 from harness.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, PrivateMariaDB, free_port
 from harness.tools import Gunicorn
 from pool import ConnectionPool, PoolConfig
-from pool.pymysql_driver import PyMySQLDriver, parse_hosts
+from pool.hosts import HostList
+from pool.pymysql_driver import PyMySQLDriver
 
 pytestmark = pytest.mark.slow
 
 
 def test_host_lists_parse_as_django_and_database_url_write_them() -> None:
-    assert parse_hosts("db1:3307,db2,[::1]:3308", 3306) == [("db1", 3307), ("db2", 3306), ("::1", 3308)]
-    assert parse_hosts("db1", 3310) == [("db1", 3310)]
+    assert list(HostList.parse("db1:3307,db2,[::1]:3308", 3306)) == [("db1", 3307), ("db2", 3306), ("::1", 3308)]
+    assert list(HostList.parse("db1", 3310)) == [("db1", 3310)]
 
 
 def test_the_pool_skips_a_dead_host_and_remembers_it(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
@@ -35,7 +36,7 @@ def test_the_pool_skips_a_dead_host_and_remembers_it(db: PrivateMariaDB, connect
             cur.execute("SELECT 1")
         pool.release(lease)
     # The dead host was tried once, then skipped for its back-off by the next connects.
-    assert driver._host_failures == {("127.0.0.1", dead): 1}
+    assert driver.backoff.failures == {("127.0.0.1", dead): 1}
     pool.close()
 
 

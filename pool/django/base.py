@@ -77,12 +77,15 @@ def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _Po
             if wrapper.isolation_level:
                 session_init.append(f"SET SESSION TRANSACTION ISOLATION LEVEL {wrapper.isolation_level.upper()}")
             first_of_alias = not any(k[0] == wrapper.alias for k in _pools)
-            pool = ConnectionPool(
-                conn_params,
-                pool_config_for(wrapper.settings_dict, wrapper.alias),
-                name=wrapper.alias if first_of_alias else f"{wrapper.alias}[{wrapper.isolation_level}]",
-                session_init=session_init,
-            )
+            try:
+                pool = ConnectionPool(
+                    conn_params,
+                    pool_config_for(wrapper.settings_dict, wrapper.alias),
+                    name=wrapper.alias if first_of_alias else f"{wrapper.alias}[{wrapper.isolation_level}]",
+                    session_init=session_init,
+                )
+            except ConfigError as exc:  # HOST or PORT: the driver parses them as the pool is built
+                raise ImproperlyConfigured(f"DATABASES[{wrapper.alias!r}]: {exc}") from exc
             entry = _PoolEntry(dict(conn_params), pool)
             _pools[key] = entry
     return entry

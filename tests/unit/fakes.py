@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pool.abc import Clock, Driver
+from pool.abc import Clock, Driver, ResetMode
 
 
 class FakeDisconnect(Exception):
@@ -72,7 +72,7 @@ class FakeDriver:
         if conn.reset_error is not None:
             raise conn.reset_error
         conn.resets.append(mode)
-        return mode == "full"
+        return mode == ResetMode.FULL
 
     def close(self, conn: FakeConnection) -> None:
         conn.ended = conn.ended or "close"

@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from .dburl import parse_database_url
+    from .errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="python -m pool budget", description=main.__doc__)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
@@ -421,8 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         conf_workers, conf_size = read_gunicorn_conf(args.conf)
         workers = conf_workers if workers is None else workers
         pool_size = conf_size if pool_size is None else pool_size
-    results, unreachable = check_each(parse_database_url(args.database_url), workers=workers, pool_size=pool_size,
-                                      hosts=args.hosts, reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    try:
+        kwargs = parse_database_url(args.database_url)
+    except ConfigError as bad_url:
+        parser.error(str(bad_url))  # one line naming the bad part, exit 2
+    results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
+                                      reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
     if not results:
         raise unreachable[0][1]
     problems = []

@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .abc import ResetMode
 from .errors import ConfigError
 
-RESET_MODES = ("full", "tracked", "rollback")
+RESET_MODES: tuple[str, ...] = tuple(ResetMode)
 
 log = logging.getLogger("pool.settings")
 

@@ -350,37 +350,38 @@ class PooledConnection(pymysql.connections.Connection):
         super()._execute_command(command, sql)  # type: ignore[misc]
 
     def _read_ok_packet(self) -> Any:
-        try:
-            ok = super()._read_ok_packet()  # type: ignore[misc]
-        except MySQLError as exc:
-            self._pool_answered(exc)
-            raise
-        except BaseException as exc:
-            self._pool_interrupted_by(exc)
-            raise
-        self._pool_answered(None)
-        return ok
+        return self._pool_read_answer(super()._read_ok_packet)  # type: ignore[misc]
 
     def _read_query_result(self, unbuffered: bool = False) -> Any:
         # PyMySQL's own, with a result class that keeps the status of a result set's closing EOF packet.
         self._result = None
         result = _StatusKeepingResult(self)
-        try:
+
+        def read() -> Any:
             if unbuffered:
                 result.init_unbuffered_query()
             else:
                 result.read()
+            self._result = result
+            if result.server_status is not None:
+                self.server_status = result.server_status  # before _pool_answered notes it
+            return result.affected_rows
+
+        return self._pool_read_answer(read)
+
+    def _pool_read_answer(self, read: Callable[[], Any]) -> Any:
+        """`read()` the server's answer to the command under way, noting how it ended: answered (in step, its status
+        seen), an error packet, or interrupted with the protocol state unknown."""
+        try:
+            answer = read()
         except MySQLError as exc:
             self._pool_answered(exc)
             raise
         except BaseException as exc:
             self._pool_interrupted_by(exc)
             raise
-        self._result = result
-        if result.server_status is not None:
-            self.server_status = result.server_status
         self._pool_answered(None)
-        return result.affected_rows
+        return answer
 
     def _pool_interrupted_by(self, exc: BaseException) -> None:
         # A gevent Timeout, GreenletExit or KeyboardInterrupt while waiting for the answer: PyMySQL closes the socket

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, PrivateMariaDB, free_port
-from harness.tools import Gunicorn
+from harness.tools import Gunicorn, run_script
 from pool import ConnectionPool, PoolConfig
 from pool.hosts import HostList
 from pool.pymysql_driver import PyMySQLDriver
@@ -56,3 +56,19 @@ def test_a_dead_host_before_a_live_one_serves_with_no_failed_request(site_db: Pr
     # Each worker tried the dead host once, then kept to the live one while its back-off lasted.
     assert log.count(f"host 127.0.0.1:{dead} failed") <= 2, log
     assert stats["connect_errors"] == 0
+
+
+# The gate imports locust, which only the full suite's environment has (not the Django 6 subset's).
+def test_the_gate_counts_each_host_of_a_list_and_names_a_bad_port() -> None:
+    out = run_script("""
+        import json, sys, types
+        sys.path.insert(0, "loadtest")
+        import _budget
+        def find(url):
+            found = _budget.find_databases(types.SimpleNamespace(db_url=url, app_user=None), None)
+            return found if isinstance(found, str) else [label for *_, label in found]
+        print(json.dumps({"list": find("mysql://app:pw@db1:3307,db2/app"),
+                          "bad": find("mysql://app:pw@db1:3307,db2:abc/app")}))
+    """)
+    assert out["list"] == ["db1:3307", "db2:3306"]
+    assert out["bad"].startswith("--db-url has a port that is not a number from 1 to 65535")

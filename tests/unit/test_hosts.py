@@ -84,21 +84,6 @@ def test_the_budget_takes_the_list_strictly_too(capsys: pytest.CaptureFixture[st
     assert "error: DATABASE_URL has a port" in capsys.readouterr().err
 
 
-def test_the_gate_counts_each_host_of_a_list_and_names_a_bad_port() -> None:
-    out = run_script("""
-        import json, sys, types
-        sys.path.insert(0, "loadtest")
-        import _budget
-        def find(url):
-            found = _budget.find_databases(types.SimpleNamespace(db_url=url, app_user=None), None)
-            return found if isinstance(found, str) else [label for *_, label in found]
-        print(json.dumps({"list": find("mysql://app:pw@db1:3307,db2/app"),
-                          "bad": find("mysql://app:pw@db1:3307,db2:abc/app")}))
-    """)
-    assert out["list"] == ["db1:3307", "db2:3306"]
-    assert out["bad"].startswith("--db-url has a port that is not a number from 1 to 65535")
-
-
 def test_the_django_engine_names_host_in_improperly_configured() -> None:
     out = run_script("""
         import json, django

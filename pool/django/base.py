@@ -45,8 +45,8 @@ _pools: dict[tuple[str, str | None], _PoolEntry] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
-    """The settings this alias's pool runs with: OPTIONS["pool"] is the code's layer, the deployment's go over it."""
+def pool_options_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
+    """The code's layer of this alias's pool settings: OPTIONS["pool"], validated."""
     options = settings_dict.get("OPTIONS") or {}
     raw = options.get("pool", {})
     if raw is None or raw is False:
@@ -55,7 +55,16 @@ def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
             f"pool settings (or leave it out for the defaults), or use ENGINE 'django.db.backends.mysql' to go without."
         )
     try:
-        return resolve_config(PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']"))
+        return PoolConfig.from_mapping(raw, source=f"DATABASES[{alias!r}]['OPTIONS']['pool']")
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
+def pool_config_for(settings_dict: dict[str, Any], alias: str) -> PoolConfig:
+    """The settings this alias's pool runs with: OPTIONS["pool"] is the code's layer, the deployment's go over it."""
+    code = pool_options_for(settings_dict, alias)
+    try:
+        return resolve_config(code)
     except ConfigError as exc:
         raise ImproperlyConfigured(str(exc)) from exc
 
@@ -77,14 +86,15 @@ def get_pool_entry(wrapper: DatabaseWrapper, conn_params: dict[str, Any]) -> _Po
             if wrapper.isolation_level:
                 session_init.append(f"SET SESSION TRANSACTION ISOLATION LEVEL {wrapper.isolation_level.upper()}")
             first_of_alias = not any(k[0] == wrapper.alias for k in _pools)
+            code_settings = pool_options_for(wrapper.settings_dict, wrapper.alias)
             try:
-                pool = ConnectionPool(
+                pool = ConnectionPool(  # it resolves the deployment's layers over the code's
                     conn_params,
-                    pool_config_for(wrapper.settings_dict, wrapper.alias),
+                    code_settings,
                     name=wrapper.alias if first_of_alias else f"{wrapper.alias}[{wrapper.isolation_level}]",
                     session_init=session_init,
                 )
-            except ConfigError as exc:  # HOST or PORT: the driver parses them as the pool is built
+            except ConfigError as exc:  # POOL_*, or HOST or PORT (the driver parses them as the pool is built)
                 raise ImproperlyConfigured(f"DATABASES[{wrapper.alias!r}]: {exc}") from exc
             entry = _PoolEntry(dict(conn_params), pool)
             _pools[key] = entry

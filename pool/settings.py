@@ -292,12 +292,14 @@ def resolve_config(code: PoolConfig | None = None, environ: Mapping[str, str] | 
     which layer set it. Resolving a resolved config again changes nothing."""
     environ = os.environ if environ is None else environ
     resolved = _layered(code, environ)
-    if CONF_ENV in environ and resolved.size > _layered(None, environ).size and \
-            resolved.sources.get("size") == (code.sources.get("size") if code else None):
-        # gunicorn's arbiter checks the connection budget with the size it sees, which cannot include Django's OPTIONS.
-        log.warning("pool size=%d comes from %s, but gunicorn's start-up budget check counted size=%d: set the size "
-                    "in gunicorn.conf.py (or POOL_SIZE) so that the check counts what the workers open",
-                    resolved.size, resolved.setting_source("size"), _layered(None, environ).size)
+    if code is not None and CONF_ENV in environ and resolved.sources.get("size") == code.sources.get("size"):
+        # The size is the code's: gunicorn's arbiter checked the connection budget with the size it sees, which
+        # cannot include Django's OPTIONS.
+        budgeted = _layered(None, environ).size
+        if resolved.size > budgeted:
+            log.warning("pool size=%d comes from %s, but gunicorn's start-up budget check counted size=%d: set the "
+                        "size in gunicorn.conf.py (or POOL_SIZE) so that the check counts what the workers open",
+                        resolved.size, resolved.setting_source("size"), budgeted)
     return resolved
 
 

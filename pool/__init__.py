@@ -6,9 +6,11 @@ The core knows nothing of Django, gunicorn or locust; `pool.django` is the Djang
 from .abc import Clock, Driver
 from .core import ConnectionPool, Lease, all_pools, close_all, drain_all, reset_all_after_fork
 from .errors import (
+    ConcurrentUse,
     ConfigError,
     ConnectionReturned,
     DatabaseUnavailable,
+    OutOfStep,
     PoolClosed,
     PoolError,
     PoolExhausted,
@@ -21,12 +23,14 @@ from .settings import SETTINGS, PoolConfig, resolve_config
 __all__ = [
     "SETTINGS",
     "Clock",
+    "ConcurrentUse",
     "ConfigError",
     "ConnectionPool",
     "ConnectionReturned",
     "DatabaseUnavailable",
     "Driver",
     "Lease",
+    "OutOfStep",
     "PoolClosed",
     "PoolConfig",
     "PoolError",

@@ -57,3 +57,13 @@ class ConnectionReturned(InterfaceError):
 
 class ConfigError(ValueError):
     """A pool setting has a bad value; the message names the setting and how to fix it."""
+
+
+class ConcurrentUse(InterfaceError):
+    """A greenlet or thread sent a command on a connection while another one still waited for the answer to its own
+    (both within one checkout). Refused before anything was written; the other one's command is unaffected."""
+
+
+class OutOfStep(InterfaceError):
+    """The connection owes its caller an answer it cannot read any more (a read was cut off, or an answer was left
+    unread): every later command is refused, and the pool closes the connection when it comes back."""

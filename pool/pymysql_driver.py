@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pymysql
+from greenlet import getcurrent
+from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
 from pymysql.protocol import EOFPacketWrapper
 
 from .abc import ResetMode
-from .errors import ConnectionReturned
+from .errors import ConcurrentUse, ConnectionReturned, OutOfStep
 from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
 from .tracing import open_connection
@@ -261,7 +263,36 @@ class _StatusKeepingResult(pymysql.connections.MySQLResult):
     """PyMySQL takes the server status only from OK packets; a result set's closing EOF packet carries it too. Without
     it the status after a SELECT, or after MariaDB's INSERT ... RETURNING, is the one from before: a transaction that
     statement opened would look closed, and whatever the pool decides from the status (the rollback, the reset) would
-    be wrong. Same work per row as PyMySQL's own check."""
+    be wrong. Same work per row as PyMySQL's own check.
+
+    It also tells its connection when the answer it reads has ended (`_pool_end`): for a buffered result, when the
+    reader has it whole; for an unbuffered one, when its last row has been read, whoever reads it and whenever."""
+
+    _pool_unbuffered = False
+    _pool_ended = False
+
+    def __init__(self, connection: PooledConnection) -> None:
+        super().__init__(connection)
+        # PyMySQL drops `connection` as soon as it has read what it reads: keep the one whose answer this is.
+        self._pool_conn: PooledConnection | None = connection
+
+    @property  # an attribute in PyMySQL
+    def unbuffered_active(self) -> bool:
+        return self._pool_unbuffered
+
+    @unbuffered_active.setter
+    def unbuffered_active(self, active: bool) -> None:
+        was, self._pool_unbuffered = self._pool_unbuffered, active
+        if was and not active:  # the last row (or a statement timeout) ended an unbuffered read
+            self._pool_end()
+
+    def _pool_end(self) -> None:
+        """The answer to this result's command has been read, unless more results follow (multi-statements, CALL)."""
+        conn, self._pool_conn = self._pool_conn, None
+        if not self._pool_ended and conn is not None:
+            self._pool_ended = True
+            if not self.has_next:
+                conn._pool_answer_ended()
 
     def _check_packet_is_eof(self, packet: Any) -> bool:
         if not packet.is_eof_packet():
@@ -270,7 +301,7 @@ class _StatusKeepingResult(pymysql.connections.MySQLResult):
         self.warning_count = eof.warning_count
         self.has_next = eof.has_next
         self.server_status = eof.server_status
-        conn: PooledConnection | None = self.connection  # type: ignore[assignment]  # always ours: see below
+        conn: PooledConnection | None = self.connection  # type: ignore[assignment]  # always ours
         if conn is not None:  # an unbuffered result's end arrives after _read_query_result has returned
             conn.server_status = eof.server_status
             conn._pool_status_seen |= eof.server_status
@@ -294,7 +325,12 @@ class PooledConnection(pymysql.connections.Connection):
     _affected_rows: int
     _write_bytes: Callable[[bytes], None]
 
-    _pool_in_flight = False
+    # In step: every command written has had its whole answer read. `_pool_pending` counts commands written whose
+    # answer has not ended yet (see _StatusKeepingResult._pool_end); `_pool_issuer` is the greenlet (a thread's main
+    # greenlet outside gevent) that wrote the last one; `_pool_interrupted` says a read ended in something other than
+    # an answer (a killed greenlet, a garbled packet, a reentrant read), so the protocol state is unknown for good.
+    _pool_pending = 0
+    _pool_issuer: Any = None
     _pool_interrupted = False
     _pool_poller: Any = None
     # Session-state tracking for reset="tracked" (on while a catalogue is attached: the server reports changes on this
@@ -310,8 +346,9 @@ class PooledConnection(pymysql.connections.Connection):
         super().__init__(*args, **kwargs)
 
     def connect(self, sock: Any = None) -> None:
+        self._pool_pending, self._pool_interrupted = 0, False  # a reconnect (ping) starts a new protocol
         super().connect(sock)
-        self._pool_in_flight = self._pool_interrupted = False
+        self._pool_pending, self._pool_interrupted = 0, False
         # Made once per connection: cheaper than a poll object per check.
         self._pool_poller = _poll()
         self._pool_poller.register(self._sock.fileno(), select.POLLIN | select.POLLPRI)
@@ -333,6 +370,9 @@ class PooledConnection(pymysql.connections.Connection):
         super()._request_authentication()  # type: ignore[misc]
 
     def _execute_command(self, command: int, sql: Any) -> None:
+        current = getcurrent()
+        if self._pool_pending or self._pool_interrupted:
+            self._pool_check_in_step(current)
         if command == COMMAND.COM_QUERY:
             # PyMySQL sends str, bytes, or (executemany's bulk INSERT) a bytearray; anything not str is bytes-like.
             text = isinstance(sql, str)
@@ -346,11 +386,31 @@ class PooledConnection(pymysql.connections.Connection):
                         catalogue.stale = True
         elif command == COMMAND.COM_INIT_DB:
             self._pool_database_changed = True
-        self._pool_in_flight = True
+        self._pool_issuer = current
+        self._pool_pending += 1
         super()._execute_command(command, sql)  # type: ignore[misc]
 
+    def _pool_check_in_step(self, current: Any) -> None:
+        """Refuse a command, before anything is written, unless the connection can get back in step by itself: only
+        the greenlet that wrote the command under way may go on, and only where PyMySQL will read the rest of that
+        answer first (an unbuffered result left unfinished, results of a multi-statement not read yet)."""
+        if self._pool_interrupted:
+            raise OutOfStep(0, "an earlier read on this connection ended before its answer did (interrupted, or a "
+                               "garbled packet): what the server sends next is unknown, so this connection takes no "
+                               "more commands; it is closed when given back to the pool")
+        if current is not self._pool_issuer:
+            raise ConcurrentUse(0, "this connection is in use by another greenlet or thread of the same checkout, "
+                                   "which still waits for the answer to its command; nothing was sent. Each greenlet "
+                                   "or thread must take its own connection from the pool (in Django, use its own "
+                                   "`connection`, not a cursor or connection handed over from another)")
+        result = self._result
+        if result is None or not (result.unbuffered_active or result.has_next):
+            raise OutOfStep(0, "the answer to this connection's previous command was never read in full: what the "
+                               "server sends next is unknown, so this connection takes no more commands; it is closed "
+                               "when given back to the pool")
+
     def _read_ok_packet(self) -> Any:
-        return self._pool_read_answer(super()._read_ok_packet)  # type: ignore[misc]
+        return self._pool_read_answer(super()._read_ok_packet, None)  # type: ignore[misc]
 
     def _read_query_result(self, unbuffered: bool = False) -> Any:
         # PyMySQL's own, with a result class that keeps the status of a result set's closing EOF packet.
@@ -364,47 +424,50 @@ class PooledConnection(pymysql.connections.Connection):
                 result.read()
             self._result = result
             if result.server_status is not None:
-                self.server_status = result.server_status  # before _pool_answered notes it
+                self.server_status = result.server_status  # before _pool_read_answer notes it
             return result.affected_rows
 
-        return self._pool_read_answer(read)
+        return self._pool_read_answer(read, result)
 
-    def _pool_read_answer(self, read: Callable[[], Any]) -> Any:
-        """`read()` the server's answer to the command under way, noting how it ended: answered (in step, its status
-        seen), an error packet, or interrupted with the protocol state unknown."""
+    def _pool_read_answer(self, read: Callable[[], Any], result: _StatusKeepingResult | None) -> Any:
+        """`read()` the server's answer to the command under way, noting how it ended: in full (or its first part, for
+        an unbuffered result or one of several), as a whole error packet (in step too), or without an answer."""
         try:
             answer = read()
         except MySQLError as exc:
-            self._pool_answered(exc)
+            # An error packet read whole ends the answer; a lost or garbled one leaves the connection out of step.
+            if not _is_disconnect_code(exc):
+                self._pool_answer_ended()
             raise
-        except BaseException as exc:
-            self._pool_interrupted_by(exc)
+        except BaseException:
+            # A gevent Timeout, a killed greenlet, a reentrant read, a value that would not decode: the rest of the
+            # answer may still be on its way, and the server may still be running the command.
+            self._pool_interrupted = True
             raise
-        self._pool_answered(None)
+        if result is None:
+            self._pool_answer_ended()
+        elif not result.unbuffered_active:
+            result._pool_end()
+        self._pool_status_seen |= self.server_status
         return answer
 
-    def _pool_interrupted_by(self, exc: BaseException) -> None:
-        # A gevent Timeout, GreenletExit or KeyboardInterrupt while waiting for the answer: PyMySQL closes the socket
-        # without a word, but the server goes on running the command.
-        if not isinstance(exc, Exception):
-            self._pool_interrupted = True
+    def _pool_answer_ended(self) -> None:
+        if self._pool_pending > 0:
+            self._pool_pending -= 1
 
-    def _pool_answered(self, error: MySQLError | None) -> None:
-        # An error packet read whole leaves the protocol in step; a lost or garbled answer does not.
-        if error is None or not _is_disconnect_code(error):
-            self._pool_in_flight = False
-        if error is None:
-            self._pool_status_seen |= self.server_status
-
-    # These two read their answer without going through the readers above.
+    # PyMySQL reads these two answers without its readers above: the same steps, through them.
     def show_warnings(self) -> Any:
-        warnings = super().show_warnings()  # type: ignore[no-untyped-call]
-        self._pool_in_flight = False
-        return warnings
+        self._execute_command(COMMAND.COM_QUERY, "SHOW WARNINGS")
+        result = _StatusKeepingResult(self)
+        self._pool_read_answer(result.read, result)
+        return result.rows
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
-        super().set_character_set(charset, collation)
-        self._pool_in_flight = False
+        encoding = charset_by_name(charset).encoding
+        collate = f" COLLATE {collation}" if collation else ""
+        self._execute_command(COMMAND.COM_QUERY, f"SET NAMES {charset}{collate}")
+        self._read_ok_packet()
+        self.charset, self.encoding, self.collation = charset, encoding, collation
         self._pool_untracked_change = True  # read without a status we keep: count it as a change
 
     def pool_may_be_in_transaction(self) -> bool:
@@ -425,11 +488,18 @@ class PooledConnection(pymysql.connections.Connection):
         self._pool_database_changed = False
 
     def pool_in_flight(self) -> bool:
+        """Not provably in step: a command's answer is still due (someone may be reading it), or a read was cut off.
+        The one exception is a multi-statement's later results, left unread by the borrower: the reset reads them."""
         if self._sock is None:
             # Closed: merely broken, unless our side cut it while the server was still running a command.
             return self._pool_interrupted
+        if self._pool_interrupted:
+            return True
+        pending = self._pool_pending
+        if not pending:
+            return False
         result = self._result
-        return self._pool_in_flight or (result is not None and bool(result.unbuffered_active))
+        return not (pending == 1 and result is not None and result.has_next and not result.unbuffered_active)
 
     # -- cursors of the current checkout ----------------------------------------------------------------------------
 
@@ -455,8 +525,8 @@ class PooledConnection(pymysql.connections.Connection):
 
     def pool_is_alive(self) -> bool:
         # A healthy idle connection has nothing to read: EOF (closed by the server) or stray bytes (a kill notice,
-        # an unread result) both make it unusable.
-        if self._sock is None:
+        # an unread result) both make it unusable; nor may it owe an answer (the return checks that first).
+        if self._sock is None or self._pool_pending or self._pool_interrupted:
             return False
         try:
             return not self._pool_poller.poll(0)
@@ -629,12 +699,14 @@ class PooledConnection(pymysql.connections.Connection):
             return []
         if self._sock is None:
             raise InterfaceError(0, "connection is closed")
-        self._pool_in_flight = True
+        if self._pool_pending or self._pool_interrupted:
+            raise OutOfStep(0, "the pool's own statements found the connection out of step")
+        self._pool_issuer = getcurrent()
+        self._pool_pending += len(statements) + reset_first
         self._write_bytes(payload)
         if reset_first:
             self._next_seq_id = 1
             self._read_ok_packet()
-            self._pool_in_flight = True
         statuses = []
         for _ in statements:
             self._next_seq_id = 1
@@ -642,9 +714,7 @@ class PooledConnection(pymysql.connections.Connection):
             while self._result is not None and self._result.has_next:
                 self._read_query_result()  # numbered on from the previous result: no sequence reset
             statuses.append(self.server_status)
-            self._pool_in_flight = True
         self._result = None
-        self._pool_in_flight = False
         return statuses
 
 

@@ -51,6 +51,7 @@ SCENARIOS: list[tuple[str, str, int, str]] = [
     ("SELECT 1, new connection per request, 200 users", "SelectOneNewConnectionBench", 200, "default"),
     ("DB-bound 20 ms, keep-alive, 500 users", "SlowReportBench", 500, "default"),
     ("SELECT 1, keep-alive, 200 users, TLS off", "SelectOneBench", 200, "off"),
+    ("one UPDATE in ATOMIC_REQUESTS, keep-alive, 200 users", "WriteOneBench", 200, "default"),
 ]
 
 

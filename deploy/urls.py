@@ -10,6 +10,7 @@ urlpatterns = [
     path("orders/", views.place_order),
     path("report/slow/", views.slow_report),
     path("select1/", views.select_one),
+    path("write1/", views.write_one),
     path("fanout/", views.fanout),
     path("healthz", views.healthz),
     path("readyz", readyz),

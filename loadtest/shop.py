@@ -104,6 +104,18 @@ class SlowReportBench(FastHttpUser):
         self.client.get("/report/slow/")
 
 
+class WriteOneBench(FastHttpUser):
+    """Benchmark user: closed loop on a one-UPDATE view in ATOMIC_REQUESTS' transaction, over 100 products (row locks
+    spread), keep-alive."""
+
+    opt_in = True
+    wait_time = constant(0)
+
+    @task
+    def write_one(self) -> None:
+        self.client.get(f"/write1/?id={random.randint(1, 100)}", name="/write1/")
+
+
 class SelectOneBench(FastHttpUser):
     """Benchmark user: closed loop on the SELECT 1 view, keep-alive."""
 

@@ -343,6 +343,9 @@ class ConnectionPool:
                 pool=self.name, size=self.config.size, in_use=rejected_at[0], waiting=rejected_at[1],
             )
         if waiter is not None:
+            # A slot whose owner ended without giving it back is free now, not at the next maintenance round (one
+            # pass over the leases, paid only by callers that queue).
+            self._reclaim_dead_owners()
             record = self._wait(waiter, self.config.timeout if timeout is None else timeout)
             lease._since = self._clock()  # held from now: usage and leak time do not count the queueing
         try:

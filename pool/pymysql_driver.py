@@ -46,7 +46,8 @@ DISCONNECT_CODES = frozenset({0, 1053, 1927, 2006, 2013, 2014, 2045, 2055, 4031}
 COM_RESET_CONNECTION = 0x1F
 _ER_NO_SUCH_THREAD = 1094
 # In server_status when the server, with CLIENT_SESSION_TRACK and session_track_state_change=ON, reports that the
-# statement changed the session's state. It stays set on later result sets until an OK packet without a change.
+# statement changed the session's state: in that statement's own OK packet (MariaDB 10.11: not on the EOF packets
+# of later result sets, which the kit reads its status from too).
 SERVER_SESSION_STATE_CHANGED = 1 << 14
 
 # Statements that change session state the server's tracking does not report (checked on MariaDB 10.11): user variables
@@ -164,8 +165,6 @@ _GALERA_READINESS = ("SELECT @@wsrep_on, "
                      "WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE')")
 
 _TRACKING_ON = "SET SESSION session_track_state_change = ON"
-# An OK packet without a change: clears the sticky state-changed flag left by the set-up statements before it.
-_CLEAR_STATE_FLAG = "DO 0"
 
 # A zero-timeout readiness check must never yield to the gevent hub, so use the unpatched poll even after patching.
 _monkey = sys.modules.get("gevent.monkey")
@@ -470,6 +469,14 @@ class PooledConnection(pymysql.connections.Connection):
         self.charset, self.encoding, self.collation = charset, encoding, collation
         self._pool_untracked_change = True  # read without a status we keep: count it as a change
 
+    def autocommit(self, value: Any) -> None:
+        # Django's atomic() turns autocommit off and back on through here, and the server reports each as a change of
+        # session state. Autocommit is the one piece of it the return reads from the server status itself (and puts
+        # back), so its own reports are no leftover: a block that ended with autocommit as it found it left nothing.
+        changed_before = self._pool_status_seen & SERVER_SESSION_STATE_CHANGED
+        super().autocommit(value)
+        self._pool_status_seen = self._pool_status_seen & ~SERVER_SESSION_STATE_CHANGED | changed_before
+
     def pool_may_be_in_transaction(self) -> bool:
         # With autocommit off, a statement that failed may have opened a transaction (and kept its row locks) that no
         # status reported: only autocommit on and no IN_TRANS mean none is open.
@@ -566,7 +573,7 @@ class PooledConnection(pymysql.connections.Connection):
         if policy.track_state and self.client_flag & CLIENT.SESSION_TRACK:
             # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
             statuses = self.pool_run_pipelined(
-                [_TRACKING_ON, "SET @pool_tracking_probe = NULL", *policy.session_init, _CLEAR_STATE_FLAG])
+                [_TRACKING_ON, "SET @pool_tracking_probe = NULL", *policy.session_init])
             if statuses[1] & SERVER_SESSION_STATE_CHANGED:
                 catalogue = policy.catalogue
                 if catalogue is None:  # at a cold start several connections may read it at once: harmless
@@ -638,7 +645,9 @@ class PooledConnection(pymysql.connections.Connection):
             # COM_RESET_CONNECTION keeps the current database: a `USE other` would reach the next caller.
             statements.insert(0, "USE `" + policy.database.replace("`", "``") + "`")
         if self._pool_catalogue is not None:
-            statements = [_TRACKING_ON, *statements, _CLEAR_STATE_FLAG]
+            # COM_RESET_CONNECTION turns the session's tracking off with every other session variable. (No statement
+            # to clear the state-changed flag after it: each answer's own status is what a checkout is judged by.)
+            statements = [_TRACKING_ON, *statements]
         if not is_mariadb(self) and self.charset == policy.charset:
             # MySQL resets the character set to the server's default; MariaDB keeps it.
             collate = f" COLLATE {self.collation}" if self.collation else ""

@@ -49,6 +49,17 @@ def test_tracked_reset_sends_nothing_after_a_request_that_changed_nothing(site_d
     assert result["connects"] == 0.0
 
 
+@pytest.mark.parametrize("variant", ["kit-tracked", "kit-rollback"])
+def test_an_atomic_request_sends_djangos_statements_and_the_views_only(site_db: PrivateMariaDB, variant: str) -> None:
+    # ATOMIC_REQUESTS around one UPDATE: SET autocommit=0, the UPDATE, COMMIT, SET autocommit=1, and nothing from the
+    # pool (issue 30: tracked mode took Django's autocommit round trip for state left behind and reset every time).
+    result = statements_per_request(site_db, variant, "/write1/")
+    assert result["failures"] == 0
+    assert result["statements"] == 4.0
+    assert result["round_trips"] == 4.0
+    assert result["connects"] == 0.0
+
+
 def test_full_reset_adds_one_pipelined_round_trip(site_db: PrivateMariaDB) -> None:
     # full mode: + COM_RESET_CONNECTION and the isolation level, sent together after the response.
     result = statements_per_request(site_db, "kit-full")

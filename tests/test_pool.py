@@ -12,7 +12,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from harness.mariadb import APP_PASSWORD, PrivateMariaDB
+from harness.mariadb import APP_PASSWORD, ROOT_PASSWORD, PrivateMariaDB
 from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
@@ -340,6 +340,84 @@ def test_dead_owner_slot_comes_back_with_a_warning(connect_kwargs: dict[str, Any
             assert scalar(conn, "SELECT 1") == 1
     assert pool.stats()[S.RECLAIMED] == 1
     assert any("checkout_and_die" in r.getMessage() and "owner died" in r.getMessage() for r in caplog.records)
+
+
+def test_a_caller_that_queues_takes_back_a_dead_owners_slot_at_once(connect_kwargs: dict[str, Any]) -> None:
+    # No maintenance loop at all: only the queueing caller's own look can free the slot (issue 30; before, a pool of 1
+    # waited for the once-a-second round, and here it would wait forever, then time out).
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, timeout=5), maintenance_interval=None)
+    thread = threading.Thread(target=pool.acquire)  # ends holding the lease
+    thread.start()
+    thread.join()
+    with pool.connection(timeout=2) as conn:
+        assert scalar(conn, "SELECT 1") == 1
+    assert pool.stats()[S.RECLAIMED] == 1
+    assert pool.stats()[S.TIMEOUTS] == 0
+    pool.close()
+
+
+STATEMENTS_PER_CHECKOUT_SCRIPT = """
+    import json, os, pymysql
+    from pool import ConnectionPool, PoolConfig
+
+    kwargs = json.loads(os.environ["KIT_CONNECT_KWARGS"])
+    admin = pymysql.connect(**json.loads(os.environ["KIT_ADMIN_KWARGS"]))
+
+    def questions():  # the server's statement count; reading it is one statement of its own
+        with admin.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
+            return int(cur.fetchone()[1])
+
+    def select_one(conn):
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    def begin_insert_commit(conn):
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO counted (note) VALUES ('begin')")
+            cur.execute("COMMIT")
+
+    def like_atomic(conn):  # what Django's atomic() sends around a write
+        conn.autocommit(False)
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO counted (note) VALUES ('atomic')")
+        conn.commit()
+        conn.autocommit(True)
+
+    kinds = {"select_one": (select_one, 1), "begin_insert_commit": (begin_insert_commit, 3),
+             "like_atomic": (like_atomic, 4)}
+    out = {}
+    for mode in os.environ["KIT_MODES"].split(","):
+        pool = ConnectionPool(kwargs, PoolConfig(size=1, reset=mode, ping_after=60), name=mode,
+                              maintenance_interval=None)
+        for work, _ in kinds.values():  # connected, catalogue read
+            with pool.connection() as conn:
+                work(conn)
+        out[mode] = {}
+        for kind, (work, own) in kinds.items():
+            before = questions()
+            for _ in range(20):
+                with pool.connection() as conn:
+                    work(conn)
+            out[mode][kind] = (questions() - before - 1 - 20 * own) / 20
+        pool.close()
+    print(json.dumps(out))
+"""
+
+
+def test_extra_statements_per_checkout_by_reset_mode(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
+    db.query("CREATE TABLE IF NOT EXISTS app.counted (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(20))")
+    admin = {"unix_socket": db.socket_path, "user": "root", "password": ROOT_PASSWORD, "autocommit": True}
+    out = run_script(STATEMENTS_PER_CHECKOUT_SCRIPT, env={
+        "KIT_CONNECT_KWARGS": json.dumps(connect_kwargs), "KIT_ADMIN_KWARGS": json.dumps(admin),
+        "KIT_MODES": "tracked,rollback,full"})
+    # Before (issue 30): tracked sent 3.0 more after the atomic()-like checkout, resetting the session as if the
+    # autocommit round trip were state left behind.
+    assert out["tracked"] == {"select_one": 0.0, "begin_insert_commit": 0.0, "like_atomic": 0.0}, out
+    assert out["rollback"] == {"select_one": 0.0, "begin_insert_commit": 0.0, "like_atomic": 0.0}, out
+    # full resets after every checkout: COM_RESET_CONNECTION (a plain pool has no session set-up to replay).
+    assert out["full"] == {"select_one": 1.0, "begin_insert_commit": 1.0, "like_atomic": 1.0}, out
 
 
 GEVENT_DEAD_OWNER_SCRIPT = """

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -88,6 +89,15 @@ def select_one(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+    return JsonResponse({"ok": True})
+
+
+@require_GET
+def write_one(request: HttpRequest) -> JsonResponse:
+    """One UPDATE in ATOMIC_REQUESTS' transaction: Django sends SET autocommit=0 before it, COMMIT and SET
+    autocommit=1 after it; the pool should send nothing more (bench/statements.py, bench/compare.py). ?id= picks the
+    product (1 by default), so that a load spreads its row locks."""
+    Product.objects.filter(pk=int(request.GET.get("id", "1"))).update(stock=F("stock"))
     return JsonResponse({"ok": True})
 
 

@@ -458,7 +458,10 @@ def describe_connect_failure(exc: BaseException, kwargs: Mapping[str, Any]) -> s
     port = kwargs.get("port", 3306)
     where = kwargs.get("unix_socket") or (f"{kwargs.get('host')}:{port}" if port else str(kwargs.get("host")))
     if code == 1045:
-        return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
+        # The server names the user and the address it came from, which decide the account it was matched to.
+        seen = re.search(r"for user ('[^']*'@'[^']*')", str(exc.args[1]) if len(exc.args) > 1 else "")
+        return (f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied"
+                f"{' for ' + seen.group(1) if seen else ''})")
     if code == 1049:
         return f"the server at {where} has no database {kwargs.get('database')!r} (1049 unknown database)"
     if code == 1044:
@@ -473,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     """python -m pool budget: the connection budget table for a deployment, exit 1 when it does not fit."""
     import argparse
     import os
+    import sys
 
     from .dburl import parse_database_url
     from .errors import ConfigError
@@ -499,10 +503,19 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = parse_database_url(args.database_url)
     except ConfigError as bad_url:
         parser.error(str(bad_url))  # one line naming the bad part, exit 2
-    results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
-                                      reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    try:
+        results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
+                                          reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    except pymysql.err.MySQLError as refused:
+        results, unreachable = [], [("", refused)]
     if not results:
-        raise unreachable[0][1]
+        # One line, as at gunicorn's start: the cause, what to fix, never the password. 2: not checked at all.
+        error = unreachable[0][1]
+        code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+        fix = ("fix the user or password in --database-url (DATABASE_URL), or the account on the server"
+               if code == 1045 else "fix --database-url (DATABASE_URL) or the server")
+        print(f"python -m pool budget: {describe_connect_failure(error, kwargs)}: {fix}", file=sys.stderr)
+        return 2
     problems = []
     for result in results:
         if result.server:

@@ -140,3 +140,17 @@ def test_per_host_accounts_with_process_count_the_other_hosts(accounts: PrivateM
            f"('{USER}'@'{HERE}' has PROCESS)" in line
     assert f"{OTHER}  " in cli.stdout and f"every account of user '{USER}'" in cli.stdout
 
+
+def test_the_budget_command_with_a_wrong_password_says_so_in_one_line(db: PrivateMariaDB) -> None:
+    wrong = "wrong-secret-pw"
+    cli = subprocess.run([sys.executable, "-m", "pool", "budget", "--database-url",
+                          f"mysql://app:{wrong}@127.0.0.1:{db.port}/{APP_DATABASE}", "--workers", "1",
+                          "--pool-size", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    print(f"\n{cli.stderr}")
+    assert cli.returncode == 2
+    assert cli.stdout == "" and len(cli.stderr.splitlines()) == 1, cli.stdout + cli.stderr
+    assert "refused user 'app' with this password (1045 access denied for 'app'@'127.0.0.1')" in cli.stderr
+    assert "fix the user or password in --database-url (DATABASE_URL)" in cli.stderr
+    assert "Traceback" not in cli.stderr and "secret" not in cli.stderr

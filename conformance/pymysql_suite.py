@@ -2,8 +2,8 @@
 `Connection` does, on the oldest and the newest supported PyMySQL?
 
 For each PyMySQL version (the newest, installed in .venv; the oldest, pyproject's lower bound, in a throwaway venv
-under .cache/conformance/pymysql/) the suite of that version runs three ways, each against a private MariaDB started
-for it:
+under .cache/conformance/pymysql/) PyMySQL's suite runs three ways, each against a private MariaDB started for
+it:
 
 - plain:    PyMySQL as it is;
 - subclass: every connection the tests open is a `PooledConnection` built from the test's own arguments;
@@ -11,13 +11,14 @@ for it:
             session tracking as reset="tracked" asks for it) and its set-up round trip.
 
 A test that passes plain must pass the other two ways. A regression not in conformance/pymysql_allowlist.txt fails
-the job (exit 1). Nothing of PyMySQL is kept in the repository: sdists, the test trees, venvs and results live in
+the job (exit 1). Nothing of PyMySQL is kept in the repository: its clone, the test trees, venvs and results live in
 .cache/conformance/pymysql/ (git-ignored).
 
-Where the tests come from: PyMySQL's sdist when it ships them. Since 1.1 it does not (only tests/test_auth.py, a MySQL 8
-auth test hard-wired to port 3306, which is not run here), so the tests come from a git clone of PyMySQL given by
---pymysql-git or $PYMYSQL_GIT: the tag v<version>, or when the clone lacks it, the default branch if that is the same
-minor version and not newer. An unpacked tree already in the cache is reused.
+Where the tests come from (PyMySQL's sdists ship none since 1.1): PyMySQL's git repository at PYMYSQL_COMMIT, the
+commit the recorded results come from, for every version tested. The repository is --pymysql-git or $PYMYSQL_GIT when
+given; else a clone in the cache, made from ../shared/thirdparty/pymysql.bundle beside the project, or, where that is
+absent (a user's machine), from PyMySQL's public repository. When neither can be cloned the suite is skipped, saying
+why (exit 0), or with CI=true fails (exit 2): a suite that cannot run is no gate.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,86 +105,104 @@ def oldest_version(version: str) -> Version:
 
 # -- PyMySQL's tests ------------------------------------------------------------------------------------------------
 
-
-def _sdist(version: str, python: Path) -> Path:
-    folder = CACHE / f"sdist-pymysql-{version}"
-    found = sorted(folder.glob("*.tar.gz"))
-    if not found:
-        run([str(python), "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-binary", ":all:",
-             "--no-deps", f"PyMySQL=={version}", "-d", str(folder)])
-        found = sorted(folder.glob("*.tar.gz"))
-    if not found:
-        raise SystemExit(f"pymysql_suite: pip download of PyMySQL=={version} gave no sdist")
-    return found[0]
+# PyMySQL's sdists ship no tests since 1.1 (only a MySQL 8 auth test hard-wired to port 3306), so they come from its git
+# repository, at this commit for every version tested: the figures in README's Compatibility section were recorded on
+# it, and a new upstream commit changes the verdict only through a change to this line. It is the main branch of
+# ../shared/thirdparty/pymysql.bundle (VERSION 1.2.0, Aug 2026).
+PYMYSQL_COMMIT = "0305ab344f2026aaa17b405684a521b092a650bd"
+# Beside the project's folder on developer machines and CI (machines that reach no git host); absent on a user's.
+BUNDLE = ROOT.parent / "shared" / "thirdparty" / "pymysql.bundle"
+UPSTREAM = "https://github.com/PyMySQL/PyMySQL.git"
+CLONE_TIMEOUT = 300.0
 
 
-def _git_ref(git: Path, version: str) -> tuple[str, str]:
-    """The commit to take `version`'s tests from, and a note when it is not the exact tag."""
-    def rev(ref: str) -> str | None:
-        result = subprocess.run(["git", "-C", str(git), "rev-parse", "--verify", "-q", ref + "^{commit}"],
-                                check=False, text=True, capture_output=True)
-        return result.stdout.strip() or None
-
-    exact = rev(f"refs/tags/v{version}")
-    if exact:
-        return exact, ""
-    head = rev("HEAD")
-    if head:
-        text = run(["git", "-C", str(git), "show", f"{head}:pymysql/__init__.py"]).stdout
-        found = re.search(r'VERSION_STRING = "([0-9.]+)"', text)
-        head_version = found.group(1) if found else ""
-        if head_version and _key(head_version)[:2] == _key(version)[:2] and _key(head_version) <= _key(version):
-            return head, (f"the clone has no tag v{version}; tests from its default branch ({head[:12]}, "
-                          f"VERSION {head_version}), the nearest source that is not newer than {version}")
-    raise SystemExit(f"pymysql_suite: the PyMySQL clone {git} has neither tag v{version} nor a default branch of "
-                     f"the same minor version")
+class Unavailable(Exception):
+    """PyMySQL's tests cannot be had on this machine; the message says what was tried."""
 
 
-def _key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
 
 
-def unpack_tests(v: Version, git: Path | None) -> Path:
-    """A folder with PyMySQL's `pymysql/tests` (and its `ci/` set-up SQL) for `v`, in the cache."""
-    tree = CACHE / f"tests-pymysql-{v.version}"
+def _git(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    # Never a prompt for credentials: a clone that cannot go ahead alone must fail, not wait.
+    return subprocess.run(["git", *args], check=False, text=True, capture_output=True, timeout=timeout,
+                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+
+
+def _has_commit(git: Path, commit: str) -> bool:
+    return git.is_dir() and _git("-C", str(git), "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+
+
+def pymysql_repository(given: Path | None, clone: Path, bundle: Path = BUNDLE,
+                       upstream: str = UPSTREAM) -> tuple[Path, str]:
+    """A git repository of PyMySQL holding PYMYSQL_COMMIT, and where it came from: `given` (PYMYSQL_GIT), else
+    `clone` (made from `bundle`, else from `upstream`, with PYMYSQL_COMMIT checked out). Raises Unavailable when
+    neither source gives one; a `given` repository without the commit is a set-up error (SystemExit)."""
+    if given is not None:
+        if not _has_commit(given, PYMYSQL_COMMIT):
+            raise SystemExit(f"pymysql_suite: PYMYSQL_GIT={given} holds no commit {PYMYSQL_COMMIT} (the one the "
+                             f"results are recorded on): fetch PyMySQL's main into it, or unset PYMYSQL_GIT")
+        return given, f"{given} (PYMYSQL_GIT)"
+    if not _has_commit(clone, PYMYSQL_COMMIT):
+        tried = []
+        sources = [str(bundle)] if bundle.exists() else []
+        if not sources:
+            tried.append(f"no bundle at {bundle}")
+        for source in [*sources, upstream]:
+            shutil.rmtree(clone, ignore_errors=True)
+            clone.parent.mkdir(parents=True, exist_ok=True)
+            log(f"cloning PyMySQL's repository from {source}")
+            try:
+                result = _git("clone", "-q", "-b", "main", source, str(clone), timeout=CLONE_TIMEOUT)
+                # git's first line names the cause; the advice after it is generic.
+                why = (result.stderr.strip().splitlines() or [f"git exit {result.returncode}"])[0]
+            except subprocess.TimeoutExpired:
+                result, why = None, f"no answer in {CLONE_TIMEOUT:.0f} s"
+            if result is not None and result.returncode == 0 and _has_commit(clone, PYMYSQL_COMMIT):
+                break
+            if result is not None and result.returncode == 0:
+                why = f"its main holds no commit {PYMYSQL_COMMIT}"
+            tried.append(f"cloning {source} failed: {why}")
+            shutil.rmtree(clone, ignore_errors=True)
+        else:
+            raise Unavailable("; ".join(tried))
+    checkout = _git("-C", str(clone), "checkout", "-q", "--detach", PYMYSQL_COMMIT)
+    if checkout.returncode != 0:
+        raise SystemExit(f"pymysql_suite: cannot check out {PYMYSQL_COMMIT} in {clone}: {checkout.stderr.strip()}")
+    origin = _git("-C", str(clone), "remote", "get-url", "origin").stdout.strip()
+    return clone, f"a clone of {origin or 'PyMySQL'} in {_shown(clone)}"
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def unpack_tests(git: Path, commit: str) -> Path:
+    """A folder with PyMySQL's `pymysql/tests` (and its `ci/` set-up SQL) at `commit`, in the cache."""
+    tree = CACHE / f"tests-{commit[:12]}"
     source_note = tree / "SOURCE"
     if source_note.exists() and (tree / "pymysql" / "tests" / "base.py").exists():
-        log(f"PyMySQL {v.version}: tests from {source_note.read_text().strip()}")
         return tree
-    sdist = _sdist(v.version, v.python)
-    with tarfile.open(sdist) as archive:
-        members = [m for m in archive.getmembers() if "/pymysql/tests/" in m.name or "/ci/" in m.name]
-        shipped = sorted({m.name.split("/", 1)[1] for m in archive.getmembers() if "/tests/" in m.name and m.isfile()})
-        if any(m.name.endswith("/pymysql/tests/base.py") for m in members):
-            shutil.rmtree(tree, ignore_errors=True)
-            tree.mkdir(parents=True)
-            for member in members:
-                member.name = member.name.split("/", 1)[1]
-                archive.extract(member, tree, filter="data")
-            source = f"the sdist {sdist.name}"
-        else:
-            log(f"PyMySQL {v.version}: its sdist {sdist.name} ships no test suite (tests in it: "
-                f"{', '.join(shipped) or 'none'}; tests/test_auth.py is MySQL 8 auth on port 3306, not run here)")
-            if git is None:
-                raise SystemExit("pymysql_suite: give a git clone of https://github.com/PyMySQL/PyMySQL with "
-                                 "--pymysql-git PATH or $PYMYSQL_GIT (nothing of it goes into the repository)")
-            commit, note = _git_ref(git, v.version)
-            if note:
-                log(f"PyMySQL {v.version}: {note}")
-            shutil.rmtree(tree, ignore_errors=True)
-            tree.mkdir(parents=True)
-            archive_bytes = subprocess.run(["git", "-C", str(git), "archive", commit, "pymysql/tests", "ci"],
-                                           check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive_bytes, check=True)
-            source = f"git {commit[:12]} of {git}" + (f" ({note})" if note else f" (tag v{v.version})")
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive_bytes = subprocess.run(["git", "-C", str(git), "archive", commit, "pymysql/tests", "ci"],
+                                   check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive_bytes, check=True)
     # pytest names the test modules pymysql.tests.* only if pymysql/ looks like a package; the plugin has imported the
     # installed PyMySQL before, so this file is never executed (and refuses to be).
     (tree / "pymysql" / "__init__.py").write_text(
         'raise ImportError("conformance tree: only pymysql/tests belongs here; the installed PyMySQL is tested")\n')
     (tree / "pytest.ini").write_text("[pytest]\n")
-    source_note.write_text(source + "\n")
-    log(f"PyMySQL {v.version}: tests from {source}")
+    source_note.write_text(f"commit {commit}\n")
     return tree
+
+
+def tests_version(git: Path, commit: str) -> str:
+    """PyMySQL's VERSION_STRING at `commit` (the tests' own version, which the installed one may differ from)."""
+    found = re.search(r'VERSION_STRING = "([0-9.]+)"', run(["git", "-C", str(git), "show",
+                                                            f"{commit}:pymysql/__init__.py"]).stdout)
+    return found.group(1) if found else "?"
 
 
 # -- the server -----------------------------------------------------------------------------------------------------
@@ -371,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: newest (PyMySQL in .venv), oldest (pyproject's lower bound)")
     parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated subset of " + ", ".join(WAYS))
     parser.add_argument("--pymysql-git", type=Path, default=os.environ.get("PYMYSQL_GIT") or None,
-                        help="a git clone of PyMySQL to take the tests from when the sdist lacks them ($PYMYSQL_GIT)")
+                        help="a git repository of PyMySQL holding PYMYSQL_COMMIT ($PYMYSQL_GIT; default: clone one)")
+    parser.add_argument("--bundle", type=Path, default=BUNDLE, help="the git bundle to clone PyMySQL from")
+    parser.add_argument("--upstream", default=UPSTREAM, help="where to clone PyMySQL from without the bundle")
+    parser.add_argument("--clone-dir", type=Path, default=CACHE / "repo", help="where the clone goes")
     parser.add_argument("--kit", type=Path, default=ROOT,
                         help="the kit whose pool/ is tested (default this checkout; e.g. a `git archive` of a commit)")
     parser.add_argument("--allowlist", type=Path, default=ALLOWLIST)
@@ -389,10 +410,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYMYSQL_CONFORMANCE_TEST_TIMEOUT"] = str(args.test_timeout)
 
     started = time.monotonic()
+    log(f"PyMySQL conformance of the kit's connection: {kit_fingerprint(kit)}")
+    # The tests first: without them nothing else is worth installing or starting.
+    try:
+        git, origin = pymysql_repository(args.pymysql_git, args.clone_dir, args.bundle, args.upstream)
+    except Unavailable as exc:
+        if in_ci():
+            log(f"FAILED: PyMySQL's own suite cannot run: {exc} (CI=true: a suite that cannot run fails the run)")
+            return 2
+        log(f"PyMySQL's own suite: SKIPPED, it cannot run on this machine: {exc}")
+        return 0
+    log(f"PyMySQL's tests: commit {PYMYSQL_COMMIT} (VERSION {tests_version(git, PYMYSQL_COMMIT)}; pinned in "
+        f"conformance/pymysql_suite.py), from {origin}")
+    tree = unpack_tests(git, PYMYSQL_COMMIT)
     CACHE.mkdir(parents=True, exist_ok=True)
     results_dir = CACHE / "results"
     results_dir.mkdir(exist_ok=True)
-    log(f"PyMySQL conformance of the kit's connection: {kit_fingerprint(kit)}")
     versions: list[Version] = []
     for which in args.versions.split(","):
         if which == "newest":
@@ -406,7 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     report: list[str] = []
     used_allowances: set[tuple[str, str]] = set()
     for v in versions:
-        tree = unpack_tests(v, args.pymysql_git)
         outcomes: dict[str, Outcome] = {}
         for way in ways:
             log(f"PyMySQL {v.version}, {way}: running")
@@ -457,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in report:
         log(line)
     elapsed = time.monotonic() - started
-    names = ", ".join(v.version for v in versions)
+    names = ", ".join(v.version for v in versions) + f"; tests of PyMySQL {PYMYSQL_COMMIT[:12]}"
     if failed:
         log(f"FAILED: PyMySQL's own suite regresses on the kit's connection (PyMySQL {names}; {elapsed:.0f} s)")
         return 1

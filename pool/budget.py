@@ -6,16 +6,79 @@ side (for up to graceful_timeout), plus a reserve for everything else that conne
 The host count a user types cannot see a tier that grows (replicas, an autoscaler's pods), so the check also reads the
 tier as the server sees it: the app user's connections grouped by client address (PROCESSLIST.HOST), this host being
 the address the check's own connection comes from. Each other host is counted at least at this host's share (the
-replicas of one deployment), or at what it holds now if more.
+replicas of one deployment), or at what it holds now if more. Without the PROCESS privilege the server lists only the
+threads of the account the check logged in as, so app hosts with accounts of their own are invisible: the check reads
+which account it is and whether it has PROCESS, and says what it counted (Visibility).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import pymysql
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Whose threads the counting connection sees in PROCESSLIST: every account's with the PROCESS privilege (SUPER
+    is not enough on MariaDB), else only those of the account it logged in as. The tier is counted by user name, so
+    with PROCESS that is every account of the user."""
+
+    account: str  # CURRENT_USER(): 'app'@'10.0.0.5', 'app'@'%'
+    process: bool | None  # None: its grants could not be read
+
+    @property
+    def user(self) -> str:
+        return self.account.rpartition("@")[0].strip("'")
+
+    @property
+    def shared(self) -> bool:
+        """The account's host is a pattern ('%', '10.0.%', a netmask), which every app host may log in as."""
+        host = self.account.rpartition("@")[2]
+        return any(c in host for c in "%_/")
+
+    @property
+    def blind(self) -> bool:
+        """Sure to miss the other app hosts: an account of this host alone, without PROCESS."""
+        return self.process is False and not self.shared
+
+    def counted(self) -> str:
+        """Whose threads the count holds, and what to change when that is not the whole tier."""
+        if self.process:
+            return f"every account of user {self.user!r} ({self.account} has PROCESS)"
+        if self.process is None:
+            return (f"the threads account {self.account} may see (its grants are unreadable: without PROCESS, its "
+                    f"own only)")
+        if self.shared:
+            return (f"the threads of account {self.account} only (no PROCESS privilege): app hosts that log in as "
+                    f"another account are not in it; grant PROCESS to see them")
+        return (f"the threads of account {self.account} only (no PROCESS privilege), which no other host logs in "
+                f"as: grant PROCESS, or use one account for every app host, to see the tier")
+
+
+def _grants_process(grant: str) -> bool:
+    """Does one line of SHOW GRANTS give PROCESS (`GRANT PROCESS, RELOAD ON *.* TO ...`, `GRANT ALL PRIVILEGES ON *.*
+    ...`)? The privileges of an enabled role are listed too, under the role's name."""
+    found = re.match(r"GRANT (.+?) ON \*\.\* TO ", grant)
+    privileges = {p.strip().upper() for p in found.group(1).split(",")} if found else set()
+    return bool(privileges & {"PROCESS", "ALL PRIVILEGES", "ALL"})
+
+
+def read_visibility(cursor: Any) -> Visibility:
+    """The account the connection logged in as, and whether it has PROCESS. SHOW GRANTS rather than
+    information_schema.USER_PRIVILEGES, which leaves out what a role grants."""
+    cursor.execute("SELECT CURRENT_USER()")
+    user, _, host = str(cursor.fetchone()[0]).rpartition("@")
+    account = f"'{user}'@'{host}'"
+    try:
+        cursor.execute("SHOW GRANTS")
+    except pymysql.err.MySQLError:
+        # A proxy may refuse it; the count still stands, and the line says what is unknown.
+        return Visibility(account, None)
+    return Visibility(account, any(_grants_process(str(row[0])) for row in cursor.fetchall()))
 
 
 @dataclass(frozen=True)
@@ -25,6 +88,7 @@ class Tier:
 
     here: str  # this host's address: where the counting connection comes from, as the server sees it
     counts: Mapping[str, int] = field(default_factory=dict)  # address -> connections; this host's too, if any
+    visibility: Visibility | None = None  # whose threads were counted (None: not read)
 
     @property
     def others(self) -> dict[str, int]:
@@ -42,7 +106,8 @@ class Tier:
         """The tier in one line, this host first."""
         hosts = len(self.others) + 1
         return (f"{hosts} app host(s): this host {self.here or '?'}: {self.counts.get(self.here, 0)}"
-                + "".join(f", {address}: {n}" for address, n in self.others.items()))
+                + "".join(f", {address}: {n}" for address, n in self.others.items())
+                + (f"; counted {self.visibility.counted()}" if self.visibility else ""))
 
 
 def client_address(host: str) -> str:
@@ -53,8 +118,8 @@ def client_address(host: str) -> str:
 
 def read_tier(cursor: Any, user: str) -> Tier:
     """The tier as this server sees it: `user`'s connections by client address, without monitors and without the
-    counting connection, whose own address is `here`. Without the PROCESS privilege a user sees exactly its own
-    threads, which is all this needs."""
+    counting connection, whose own address is `here`. Without the PROCESS privilege only the threads of the
+    connection's own account are listed: see read_visibility."""
     cursor.execute(
         "SELECT HOST, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
         "OR (USER = %s AND COALESCE(DB, '') <> %s)", (user, MONITOR_DATABASE)
@@ -155,6 +220,8 @@ class Budget:
             rows += [("app hosts the server lists", len(tier.others) + (1 if tier.counts.get(tier.here) else 0)),
                      (f"  this host {tier.here or '?'}", tier.counts.get(tier.here, 0))]
             rows += [(f"  {address}", n) for address, n in tier.others.items()]
+            if tier.visibility is not None:
+                rows += [("counted", tier.visibility.counted())]
             rows += [(f"needed by the tier with this host (each >= {self.share})", self.tier_needed)]
         rows.append(("verdict", "OVER BUDGET" if self.problems else "fits"))
         width = max(len(name) for name, _ in rows)
@@ -221,7 +288,7 @@ def read_server_limits(connect_kwargs: dict[str, Any], timeout: float = 5) -> tu
             max_connections, max_user = cur.fetchone()
             cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
             connected = int(cur.fetchone()[1])
-            tier = read_tier(cur, str(kwargs.get("user", "")))
+            tier = replace(read_tier(cur, str(kwargs.get("user", ""))), visibility=read_visibility(cur))
     finally:
         conn.close()
     return int(max_connections), max(int(max_user), 0), connected, tier
@@ -333,7 +400,8 @@ def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int,
                     describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
     for result in results:
         if result.tier is not None:
-            log.info("connection budget: the tier%s as the server lists it: %s", _on(result), result.tier.line())
+            _say_tier(log, result.tier)("connection budget: the tier%s as the server lists it: %s", _on(result),
+                                        result.tier.line())
         for problem in result.problems:
             if strict:
                 raise Refusal(f"refusing to start (POOL_BUDGET_STRICT=1): {problem}")
@@ -359,13 +427,18 @@ def check_growth(log: Log, start: StartupBudget, new_workers: int) -> str | None
         now = [replace(result, workers=new_workers, tier=None) for result in start.results]
     for result in now:
         if result.tier is not None:
-            log.info("pool: TTIN to %d workers: the tier%s as the server lists it: %s", new_workers, _on(result),
-                     result.tier.line())
+            _say_tier(log, result.tier)("pool: TTIN to %d workers: the tier%s as the server lists it: %s", new_workers,
+                                        _on(result), result.tier.line())
     for problem in (p for result in now for p in result.problems):
         if start.strict:
             return problem
         log.warning("pool: %d workers no longer fit the connection budget: %s", new_workers, problem)
     return None
+
+
+def _say_tier(log: Log, tier: Tier) -> Callable[..., None]:
+    # A count that cannot include the other hosts is a check that cannot refuse them: worth a warning.
+    return log.warning if tier.visibility is not None and tier.visibility.blind else log.info
 
 
 def _on(result: Budget) -> str:
@@ -385,7 +458,10 @@ def describe_connect_failure(exc: BaseException, kwargs: Mapping[str, Any]) -> s
     port = kwargs.get("port", 3306)
     where = kwargs.get("unix_socket") or (f"{kwargs.get('host')}:{port}" if port else str(kwargs.get("host")))
     if code == 1045:
-        return f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied)"
+        # The server names the user and the address it came from, which decide the account it was matched to.
+        seen = re.search(r"for user ('[^']*'@'[^']*')", str(exc.args[1]) if len(exc.args) > 1 else "")
+        return (f"the server at {where} refused user {kwargs.get('user')!r} with this password (1045 access denied"
+                f"{' for ' + seen.group(1) if seen else ''})")
     if code == 1049:
         return f"the server at {where} has no database {kwargs.get('database')!r} (1049 unknown database)"
     if code == 1044:
@@ -400,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     """python -m pool budget: the connection budget table for a deployment, exit 1 when it does not fit."""
     import argparse
     import os
+    import sys
 
     from .dburl import parse_database_url
     from .errors import ConfigError
@@ -426,10 +503,19 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = parse_database_url(args.database_url)
     except ConfigError as bad_url:
         parser.error(str(bad_url))  # one line naming the bad part, exit 2
-    results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
-                                      reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    try:
+        results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
+                                          reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+    except pymysql.err.MySQLError as refused:
+        results, unreachable = [], [("", refused)]
     if not results:
-        raise unreachable[0][1]
+        # One line, as at gunicorn's start: the cause, what to fix, never the password. 2: not checked at all.
+        error = unreachable[0][1]
+        code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+        fix = ("fix the user or password in --database-url (DATABASE_URL), or the account on the server"
+               if code == 1045 else "fix --database-url (DATABASE_URL) or the server")
+        print(f"python -m pool budget: {describe_connect_failure(error, kwargs)}: {fix}", file=sys.stderr)
+        return 2
     problems = []
     for result in results:
         if result.server:

@@ -26,6 +26,13 @@ class ResetMode(StrEnum):
     ROLLBACK = "rollback"
 
 
+class LeaseMode(StrEnum):
+    """The values of the pool's `lease` setting: how long a unit of work keeps a connection."""
+
+    REQUEST = "request"  # from its first statement until the unit of work ends
+    TRANSACTION = "transaction"  # per statement outside a transaction, for the whole transaction inside one
+
+
 class Driver(Protocol[ConnT]):
     """What the pool needs from a driver. Each method says whether it waits on the server; none is called with the
     pool's lock held. "Never waits" means no network I/O at all, or (`close`) none that waits for an answer."""
@@ -90,3 +97,13 @@ class Driver(Protocol[ConnT]):
 
     def revoke(self, conn: ConnT, handle: Any) -> None:
         """End `handle`'s access to `conn`: the caller gave it back. Never waits."""
+
+    def may_release(self, conn: ConnT) -> bool:
+        """Under lease="transaction", between two statements of one unit of work: True if nothing ties `conn` to its
+        borrower any more (no transaction, no answer left to read, no session state, no value of the last statement
+        the next one may read), so that it can go back to the pool. Never waits."""
+
+    def borrowing(self, borrower: Any) -> Any:
+        """The connection object a unit of work uses under lease="transaction": the driver's connection API, taking a
+        lease from `borrower` (a `pool.core.Borrower`) when a statement needs one and telling it when one is done.
+        Never waits."""

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import stats as S
-from .abc import Clock, Driver
+from .abc import Clock, Driver, LeaseMode
 from .background import gevent_patched, start_background
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig, resolve_config
@@ -99,6 +99,20 @@ def _caller_stack() -> _Stack:
     return frames
 
 
+def _where_now(owner: weakref.ref[Any]) -> _Stack:
+    """Where a lease's owner is at this moment, for a lease taken without its caller's stack: a greenlet's suspended
+    frame, or a thread's current one."""
+    current = owner()
+    frame = getattr(current, "gr_frame", None)
+    if frame is None and current is not None and getattr(current, "ident", None) is not None:
+        frame = sys._current_frames().get(current.ident)
+    frames: _Stack = []
+    while frame is not None and len(frames) < _STACK_DEPTH:
+        frames.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return frames
+
+
 _POOL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -154,6 +168,48 @@ class Lease:
         if self._record is None:
             raise ConnectionReturned(0, "this lease was released; acquire a new connection")
         return self._record.info
+
+
+class Borrower:
+    """One unit of work's use of a pool under lease="transaction" (a request, a task, a with-block): a lease is taken
+    when a statement needs a connection, and given back as soon as the connection says nothing ties it to this unit
+    of work (`Driver.may_release`: no transaction, no unread answer, no session state...). `end()` gives back what is
+    still held when the unit of work ends. The driver's connection object (`Driver.borrowing`) calls these."""
+
+    __slots__ = ("pool", "_timeout", "_lease")
+
+    def __init__(self, pool: ConnectionPool, timeout: float | None = None) -> None:
+        self.pool = pool
+        self._timeout = timeout
+        self._lease: Lease | None = None
+
+    @property
+    def held(self) -> Lease | None:
+        """The lease held now, if any."""
+        return self._lease
+
+    def take(self) -> Lease:
+        """The lease for the next statement: the one held, or a new one."""
+        lease = self._lease
+        if lease is None:
+            lease = self._lease = self.pool.acquire(self._timeout, remember_stack=False)
+        return lease
+
+    def statement_done(self) -> None:
+        """A statement (and its cursor), a COMMIT or a ROLLBACK is over: give the connection back unless it is
+        still tied to this unit of work."""
+        lease = self._lease
+        if lease is not None:
+            record = lease._record
+            if record is None or self.pool._driver.may_release(record.conn):
+                self._lease = None
+                self.pool.release(lease)
+
+    def end(self, *, discard: bool = False) -> None:
+        """The unit of work is over: give back what is held (reset as usual, or dropped if ``discard``)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            self.pool.release(lease, discard=discard)
 
 
 class _Waiter:
@@ -309,14 +365,17 @@ class ConnectionPool:
         """Where the pool connects, without credentials."""
         return self._driver.target
 
-    def acquire(self, timeout: float | None = None) -> Lease:
-        """Take a slot and a healthy connection, waiting up to ``timeout`` (default: the pool's) for a free slot."""
+    def acquire(self, timeout: float | None = None, *, remember_stack: bool = True) -> Lease:
+        """Take a slot and a healthy connection, waiting up to ``timeout`` (default: the pool's) for a free slot.
+        ``remember_stack``: keep the caller's stack for leak and dead-owner warnings (about a microsecond); leases
+        taken per statement do without, and a warning shows where the owner is at that moment instead."""
         if self._pid != os.getpid():
             self.reset_after_fork()
         if self._maintenance is None and self._maintenance_interval and not self._closed:
             self._maintenance = _Maintenance(self, self._maintenance_interval)
         now = self._clock()
-        lease = Lease(self, weakref.ref(_current_owner()), now, _caller_stack(), self._generation)
+        lease = Lease(self, weakref.ref(_current_owner()), now, _caller_stack() if remember_stack else [],
+                      self._generation)
         record: _Record | None = None
         waiter: _Waiter | None = None
         rejected_at: tuple[int, int] | None = None
@@ -358,6 +417,11 @@ class ConnectionPool:
         self._counters[S.CHECKOUTS] += 1
         return lease
 
+    def borrowing(self, borrower: Borrower) -> Any:
+        """The connection object of one unit of work under lease="transaction" (the driver's, over `borrower`): it
+        takes a connection per statement or transaction; `borrower.end()` gives back what it still holds."""
+        return self._driver.borrowing(borrower)
+
     def release(self, lease: Lease, *, discard: bool = False) -> None:
         """Give a connection back: it is reset for the next user, or dropped if broken (or if ``discard``).
         Releasing a lease twice does nothing the second time."""
@@ -372,7 +436,22 @@ class ConnectionPool:
     def connection(self, timeout: float | None = None) -> Iterator[Any]:
         """Borrow a connection for a block: ``with pool.connection() as conn: ...``. Transactions left open are
         rolled back when the block ends; a connection that saw a disconnect error, or whose block was interrupted
-        (greenlet killed, KeyboardInterrupt, a gevent Timeout) in the middle of who knows what, is dropped."""
+        (greenlet killed, KeyboardInterrupt, a gevent Timeout) in the middle of who knows what, is dropped. Under
+        lease="transaction" the block is one unit of work whose connection object holds a pool connection only per
+        statement or transaction (`Borrower`)."""
+        if self.config.lease == LeaseMode.TRANSACTION:
+            # The block is the unit of work; the connection object takes a lease per statement or transaction.
+            borrower = Borrower(self, timeout)
+            try:
+                yield self.borrowing(borrower)
+            except Exception as exc:
+                borrower.end(discard=self._driver.is_disconnect(exc))
+                raise
+            except BaseException:
+                borrower.end(discard=True)
+                raise
+            borrower.end()
+            return
         lease = self.acquire(timeout)
         try:
             yield lease.connection
@@ -799,10 +878,10 @@ class ConnectionPool:
                     leaks.append(lease)
         for lease in leaks:
             self._counters[S.LEAKS] += 1
-            log.warning(
-                "pool %r: a connection has been held for %.1fs (leak_threshold=%gs). Checked out at:%s",
-                self.name, now - lease._since, self.config.leak_threshold, _format_stack(lease._stack),
-            )
+            where = (f"Checked out at:{_format_stack(lease._stack)}" if lease._stack
+                     else f"Its holder is now at:{_format_stack(_where_now(lease._owner))}")
+            log.warning("pool %r: a connection has been held for %.1fs (leak_threshold=%gs). %s", self.name,
+                        now - lease._since, self.config.leak_threshold, where)
 
     def _reclaim_dead_owners(self) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
 from pymysql.protocol import EOFPacketWrapper
 
-from .abc import ResetMode
+from .abc import LeaseMode, ResetMode
 from .errors import ConcurrentUse, ConnectionReturned, OutOfStep
 from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
@@ -52,12 +52,19 @@ SERVER_SESSION_STATE_CHANGED = 1 << 14
 
 # Statements that change session state the server's tracking does not report (checked on MariaDB 10.11): user variables
 # assigned inside a statement (`SELECT @v := 1`, `DO @v := 1`), named locks, a one-shot `SET TRANSACTION`, procedures
-# (`CALL` of one that takes a lock is not reported), table locks, HANDLERs, FLUSH ... WITH READ LOCK, and
-# LAST_INSERT_ID(expr). Matching is on the statement's text, comments included: a false alarm only costs a reset.
+# (`CALL` of one that takes a lock is not reported), table locks, HANDLERs, FLUSH ... WITH READ LOCK,
+# LAST_INSERT_ID(expr), and XA transactions (a prepared one outlives its statements' transaction status). Matching
+# is on the statement's text, comments included: a false alarm only costs a reset.
 _UNTRACKED_STATE = (r":=|\bGET_LOCK\s*\(|\bSET\b[^;]*?\bTRANSACTION\b|\bCALL\b|\bLOCK\s+TABLES?\b|\bHANDLER\b"
-                    r"|\bFLUSH\b|\bLAST_INSERT_ID\s*\(\s*[^\s)]")
+                    r"|\bFLUSH\b|\bLAST_INSERT_ID\s*\(\s*[^\s)]|\bXA\b")
 
 log = logging.getLogger("pool")
+
+# Under lease="transaction": statements after which the next statement may read a value of theirs from the session
+# (LAST_INSERT_ID(), ROW_COUNT(), FOUND_ROWS() after SQL_CALC_FOUND_ROWS): the connection stays for one more
+# statement, as ProxySQL keeps a backend after an insert (docs/lease.md). Warnings count too, from the answer itself.
+_LEAVES_VALUES = re.compile(r"\b(?:INSERT|REPLACE|UPDATE|DELETE|LOAD|SQL_CALC_FOUND_ROWS)\b", re.IGNORECASE)
+_LEAVES_VALUES_BYTES = re.compile(_LEAVES_VALUES.pattern.encode(), re.IGNORECASE)
 
 # A statement that creates, changes or drops what the catalogue lists: the pool reads the catalogue again at once.
 _CATALOGUE_DDL = re.compile(r"\b(?:CREATE|ALTER|DROP)\b[\s\S]*?\b(?:FUNCTION|PROCEDURE|TRIGGER)\b", re.IGNORECASE)
@@ -125,6 +132,7 @@ class SessionPolicy:
     database: str  # "" for none
     track_state: bool
     catalogue_query: str
+    per_statement: bool = False  # lease="transaction": connections go back between statements
     catalogue: Catalogue | None = None  # read at the first connect that tracks, then kept fresh on returns
     tracking_logged: bool = False
     incomplete_logged: bool = False
@@ -338,6 +346,9 @@ class PooledConnection(pymysql.connections.Connection):
     _pool_database_changed = False
     _pool_status_seen = 0
     _pool_untracked_change = False
+    # lease="transaction": whether to look for, and whether the last statement left, a value the next may read.
+    _pool_per_statement = False
+    _pool_values_pinned = False
 
     def __init__(self, *args: Any, pool_tls_contexts: TLSContexts | None = None, **kwargs: Any) -> None:
         self._pool_cursors: list[weakref.ref[Any]] = []
@@ -385,6 +396,9 @@ class PooledConnection(pymysql.connections.Connection):
                         catalogue.stale = True
         elif command == COMMAND.COM_INIT_DB:
             self._pool_database_changed = True
+        if self._pool_per_statement:
+            self._pool_values_pinned = command == COMMAND.COM_QUERY and bool(
+                (_LEAVES_VALUES if isinstance(sql, str) else _LEAVES_VALUES_BYTES).search(sql))
         self._pool_issuer = current
         self._pool_pending += 1
         super()._execute_command(command, sql)  # type: ignore[misc]
@@ -447,6 +461,8 @@ class PooledConnection(pymysql.connections.Connection):
             self._pool_answer_ended()
         elif not result.unbuffered_active:
             result._pool_end()
+            if result.warning_count and self._pool_per_statement:
+                self._pool_values_pinned = True  # for SHOW WARNINGS next
         self._pool_status_seen |= self.server_status
         return answer
 
@@ -484,6 +500,16 @@ class PooledConnection(pymysql.connections.Connection):
         return bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
                     or not status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT)
 
+    def pool_may_release(self, policy: SessionPolicy) -> bool:
+        """Under lease="transaction", between statements: whether nothing ties this connection to its borrower (see
+        pool.abc.Driver.may_release). Without the server's reports of session state changes nothing can be ruled
+        out, and the connection stays until the unit of work ends, as under lease="request"."""
+        if self._sock is None:
+            return True  # broken: the pool drops it
+        return not (self._pool_pending or self._pool_interrupted or self._pool_values_pinned
+                    or self._pool_catalogue is None or self.pool_session_changed() or self._pool_database_changed
+                    or self.charset != policy.charset)
+
     def pool_session_changed(self) -> bool:
         """Whether this checkout may have left session state behind (reset="tracked")."""
         return bool(self._pool_untracked_change or self._pool_status_seen & SERVER_SESSION_STATE_CHANGED
@@ -493,6 +519,7 @@ class PooledConnection(pymysql.connections.Connection):
         self._pool_status_seen = 0
         self._pool_untracked_change = False
         self._pool_database_changed = False
+        self._pool_values_pinned = False
 
     def pool_in_flight(self) -> bool:
         """Not provably in step: a command's answer is still due (someone may be reading it), or a read was cut off.
@@ -568,8 +595,10 @@ class PooledConnection(pymysql.connections.Connection):
     # -- the session: set-up, tracking, reset on return, its end ------------------------------------------------------
 
     def pool_start_session(self, policy: SessionPolicy) -> None:
-        """Send the session set-up on a new connection and, for reset="tracked", find out whether the server reports
-        state changes on it: decided per connection (a proxy may pass some through and not others)."""
+        """Send the session set-up on a new connection and, for reset="tracked" or lease="transaction", find out
+        whether the server reports state changes on it: decided per connection (a proxy may pass some through and not
+        others)."""
+        self._pool_per_statement = policy.per_statement
         if policy.track_state and self.client_flag & CLIENT.SESSION_TRACK:
             # A probe that certainly changes state tells whether this server (or a proxy on the way) reports it.
             statuses = self.pool_run_pipelined(
@@ -727,6 +756,172 @@ class PooledConnection(pymysql.connections.Connection):
         return statuses
 
 
+class LeasingConnection:
+    """What a unit of work holds under lease="transaction": PyMySQL's connection API over a pool connection that it
+    holds only while a statement, a transaction, an open cursor, an unread result or session state needs one
+    (`pool.core.Borrower` takes and gives back the leases; `PooledConnection.pool_may_release` decides).
+
+    Autocommit is this object's until a statement runs: `autocommit(False)` (Django's atomic()) is applied to the
+    connection the next statement takes, and a COMMIT or ROLLBACK with no statement since is a no-op, as it would be
+    on the server. Everything else is forwarded to the held connection, or to one taken for the call."""
+
+    __slots__ = ("_borrower", "_policy", "_autocommit", "_cursors", "_closed", "_last_insert_id", "_last_affected")
+
+    def __init__(self, borrower: Any, policy: SessionPolicy) -> None:
+        self._borrower = borrower
+        self._policy = policy
+        self._autocommit = policy.autocommit
+        self._cursors = 0  # open cursors: each keeps the connection
+        self._closed = False
+        self._last_insert_id = 0
+        self._last_affected = 0
+
+    def _take(self) -> Any:
+        """The connection for the next statement: the one held, or one taken now in this unit's autocommit mode."""
+        if self._closed:
+            raise ConnectionReturned(0, _RETURNED_MESSAGE)
+        borrower = self._borrower
+        if borrower.held is not None:
+            return borrower.held.connection
+        conn = borrower.take().connection
+        if self._autocommit != self._policy.autocommit:
+            try:
+                conn.autocommit(self._autocommit)
+            except BaseException:
+                borrower.end(discard=True)
+                raise
+        return conn
+
+    def _done(self) -> None:
+        """A statement, COMMIT or ROLLBACK is over: the connection may go back, if no cursor of ours is open."""
+        lease = self._borrower.held
+        if lease is None or self._cursors:
+            return
+        conn = lease.connection
+        self._last_insert_id, self._last_affected = conn.insert_id(), conn.affected_rows()
+        self._borrower.statement_done()
+
+    def _cursor_closed(self) -> None:
+        self._cursors -= 1
+        self._done()
+
+    # -- the connection API -------------------------------------------------------------------------------------------
+
+    def cursor(self, cursor: Any = None) -> LeasedCursor:
+        conn = self._take()
+        made = conn.cursor(cursor) if cursor is not None else conn.cursor()
+        self._cursors += 1
+        return LeasedCursor(made, self)
+
+    def autocommit(self, value: Any) -> None:
+        self._autocommit = bool(value)
+        lease = self._borrower.held
+        if lease is not None:
+            lease.connection.autocommit(self._autocommit)
+            self._done()
+
+    def get_autocommit(self) -> bool:
+        lease = self._borrower.held
+        return bool(lease.connection.get_autocommit()) if lease is not None else self._autocommit
+
+    def commit(self) -> None:
+        lease = self._borrower.held
+        if lease is not None:
+            lease.connection.commit()
+            self._done()
+
+    def rollback(self) -> None:
+        lease = self._borrower.held
+        if lease is not None:
+            lease.connection.rollback()
+            self._done()
+
+    def ping(self, reconnect: bool = False) -> None:
+        # Between statements there is nothing to check: the pool checks every connection it lends.
+        lease = self._borrower.held
+        if lease is not None:
+            lease.connection.ping(reconnect=False)
+
+    # The last statement's counters, kept when its connection went back (the OK packet's, as PyMySQL gives them).
+    def insert_id(self) -> Any:
+        lease = self._borrower.held
+        return lease.connection.insert_id() if lease is not None else self._last_insert_id
+
+    def affected_rows(self) -> Any:
+        lease = self._borrower.held
+        return lease.connection.affected_rows() if lease is not None else self._last_affected
+
+    def close(self) -> None:
+        self._closed = True
+        self._borrower.end()
+
+    @property
+    def open(self) -> bool:
+        return not self._closed
+
+    def __getattr__(self, name: str) -> Any:
+        # The rest of PyMySQL's API (query, begin, select_db, escape, encoders, server_version, ...): the held
+        # connection's, or one taken for the call and given back after it, if nothing then ties it to this unit.
+        try:
+            value = getattr(self._take(), name)
+        finally:
+            self._done()
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return getattr(self._take(), name)(*args, **kwargs)
+            finally:
+                self._done()
+
+        return call
+
+    def __repr__(self) -> str:
+        lease = self._borrower.held
+        state = "closed" if self._closed else "holding a connection" if lease is not None else "between statements"
+        return f"<per-transaction connection of pool {self._borrower.pool.name!r}, {state}>"
+
+
+class LeasedCursor:
+    """A cursor of a `LeasingConnection`: PyMySQL's cursor, which keeps the connection until it is closed."""
+
+    __slots__ = ("_cursor", "_owner", "_closed")
+
+    def __init__(self, cursor: Any, owner: LeasingConnection) -> None:
+        self._cursor = cursor
+        self._owner = owner
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._cursor.close()  # reads what the caller left unread (an unbuffered result's rows, later results)
+        finally:
+            self._owner._cursor_closed()
+
+    def __enter__(self) -> LeasedCursor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __del__(self) -> None:
+        # Freed unclosed: no I/O here (a finalizer may run in any greenlet); the next statement or the unit's end
+        # gives the connection back.
+        if not self._closed:
+            self._closed = True
+            self._owner._cursors -= 1
+
+
 class PyMySQLDriver:
     """The pool's `Driver` for PyMySQL: opens `PooledConnection`s with the pool's timeouts, TLS contexts and session
     set-up, to the first host of the list that answers, and hands every other call on to the connection.
@@ -749,6 +944,7 @@ class PyMySQLDriver:
         disconnect_codes: Iterable[int] = (),
         is_disconnect: Callable[[BaseException], bool] | None = None,
         track_session_state: bool = False,
+        per_statement: bool = False,
     ) -> None:
         kwargs = dict(connect_kwargs)
         init: list[str] = []
@@ -781,14 +977,16 @@ class PyMySQLDriver:
         self.session = SessionPolicy(
             target=self.target, session_init=tuple(init), autocommit=bool(kwargs["autocommit"]),
             charset=kwargs["charset"], collation=kwargs.get("collation"), database=database,
-            track_state=track_session_state,
+            track_state=track_session_state, per_statement=per_statement,
             catalogue_query=_CATALOGUE_QUERY.format(database=pymysql.converters.escape_string(database).join("''")))
 
     @classmethod
     def for_config(cls, connect_kwargs: Mapping[str, Any], config: PoolConfig, **options: Any) -> PyMySQLDriver:
         return cls(connect_kwargs, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-                   write_timeout=config.write_timeout, track_session_state=config.reset == ResetMode.TRACKED,
-                   **options)
+                   write_timeout=config.write_timeout,
+                   # Leasing per transaction needs the server's reports of session state too, whatever the reset.
+                   track_session_state=config.reset == ResetMode.TRACKED or config.lease == LeaseMode.TRANSACTION,
+                   per_statement=config.lease == LeaseMode.TRANSACTION, **options)
 
     def __repr__(self) -> str:
         return f"<PyMySQLDriver {self.target}>"
@@ -872,6 +1070,12 @@ class PyMySQLDriver:
 
     def revoke(self, conn: PooledConnection, handle: ConnectionHandle) -> None:
         conn.pool_revoke(handle)
+
+    def may_release(self, conn: PooledConnection) -> bool:
+        return conn.pool_may_release(self.session)
+
+    def borrowing(self, borrower: Any) -> LeasingConnection:
+        return LeasingConnection(borrower, self.session)
 
 
 def _describe(exc: BaseException) -> str:

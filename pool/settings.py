@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from .abc import ResetMode
+from .abc import LeaseMode, ResetMode
 from .errors import ConfigError
 
 RESET_MODES: tuple[str, ...] = tuple(ResetMode)
+LEASE_MODES: tuple[str, ...] = tuple(LeaseMode)
 
 log = logging.getLogger("pool.settings")
 
@@ -119,6 +120,10 @@ SETTINGS: tuple[Setting, ...] = (
             "catalogue of routines and triggers tells; no round trip otherwise), 'full' (the same reset after every "
             "checkout) or 'rollback' (cheapest: only an open transaction is undone, session state stays)",
             choices=RESET_MODES),
+    Setting("lease", str, "request", "how long a unit of work (a request, a task, a with-block) keeps a connection: "
+            "'request' (from its first statement until it ends) or 'transaction' (per statement outside a transaction, "
+            "for the whole transaction inside one; open cursors, unread results, session state and a value the next "
+            "statement may read keep it longer: docs/lease.md)", choices=LEASE_MODES),
     Setting("leak_threshold", float, 60.0, "seconds a connection may be held before a warning with the checkout "
             "stack is logged (0: off)", minimum=0.0, maximum=_DAY),
     Setting("warm_start", bool, False, "open min_idle connections when a worker starts instead of at its first "
@@ -190,6 +195,7 @@ class PoolConfig:
     idle_timeout: float = _default("idle_timeout")
     ping_after: float = _default("ping_after")
     reset: str = _default("reset")
+    lease: str = _default("lease")
     leak_threshold: float = _default("leak_threshold")
     warm_start: bool = _default("warm_start")
     connect_timeout: float = _default("connect_timeout")

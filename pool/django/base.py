@@ -2,8 +2,11 @@
 
     DATABASES = {"default": {"ENGINE": "pool.django", ..., "OPTIONS": {"pool": {"size": 10, "timeout": 10}}}}
 
-A connection is held from the first query of a request (or unit of work) until Django closes it at the end, then
-goes back to the pool: CONN_MAX_AGE has no say.
+Under lease="request" a connection is held from the first query of a request (or unit of work) until Django closes it
+at the end, then goes back to the pool. Under lease="transaction" the wrapper's connection is the pool's per-unit
+connection object: it takes a pool connection for each statement outside a transaction and for the whole of each
+transaction (docs/lease.md), and Django's close at the end of the request gives back whatever it still holds. Either
+way CONN_MAX_AGE has no say.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from django.db.backends.mysql import base as mysql_base  # noqa: E402
 from django.db.backends.mysql.base import *  # noqa: E402,F403 - the backend module must expose Django's names
 from django.utils.functional import cached_property  # noqa: E402
 
-from ..core import ConnectionPool, Lease  # noqa: E402
+from ..abc import LeaseMode  # noqa: E402
+from ..core import Borrower, ConnectionPool, Lease  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 from ..settings import PoolConfig, resolve_config  # noqa: E402
 
@@ -112,6 +116,7 @@ def pools() -> dict[str, ConnectionPool]:
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):
     _pool_lease: Lease | None = None
+    _pool_borrower: Borrower | None = None  # lease="transaction"
     _pool_entry: _PoolEntry | None = None
     _pool_fresh_checkout = False  # set by get_new_connection, for the init_connection_state that connect() runs next
 
@@ -129,6 +134,9 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if self.alias == NO_DB_ALIAS:  # short-lived admin connections (CREATE DATABASE): not worth a pool
             return super().get_new_connection(conn_params)
         self._pool_entry = entry = get_pool_entry(self, conn_params)
+        if entry.pool.config.lease == LeaseMode.TRANSACTION:
+            self._pool_borrower = borrower = Borrower(entry.pool)
+            return entry.pool.borrowing(borrower)
         lease = entry.pool.acquire()
         self._pool_lease = lease
         self._pool_fresh_checkout = True
@@ -138,6 +146,14 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         return conn
 
     def init_connection_state(self) -> None:
+        if self._pool_borrower is not None:
+            # The isolation level is the pool's session set-up, on every connection it opens; Django would send it
+            # per request, as session state that would keep a connection for the whole request.
+            BaseDatabaseWrapper.init_connection_state(self)
+            if self.features.is_sql_auto_is_null_enabled:  # off by default on MariaDB and MySQL
+                with self.cursor() as cursor:
+                    cursor.execute("SET SQL_AUTO_IS_NULL = 0")  # session state: held until the unit of work ends
+            return
         fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
         if self._pool_lease is None or not fresh:
             # Called again on a connection in use (not by connect()): do what Django does, through its cursor.
@@ -153,6 +169,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             info["sql_auto_is_null_off"] = True
 
     def _close(self) -> None:
+        borrower, self._pool_borrower = self._pool_borrower, None
+        if borrower is not None:
+            # The unit of work is over: what it still holds goes back (rolled back, reset), and the connection
+            # object refuses any further use, as a closed connection does.
+            self.connection.close()
+            return
         lease, self._pool_lease = self._pool_lease, None
         if lease is None:
             super()._close()

@@ -20,6 +20,7 @@ class FakeConnection:
         self.number = number
         self.alive = True
         self.in_flight = False
+        self.pinned = False  # something ties it to its borrower between statements (lease="transaction")
         self.ended: str | None = None  # "close", "abort" or "forget"
         self.resets: list[str] = []
         self.reset_error: BaseException | None = None
@@ -99,6 +100,25 @@ class FakeDriver:
 
     def revoke(self, conn: FakeConnection, handle: Any) -> None:
         handle.conn = None
+
+    def may_release(self, conn: FakeConnection) -> bool:
+        return not conn.pinned
+
+    def borrowing(self, borrower: Any) -> FakeBorrowing:
+        return FakeBorrowing(borrower)
+
+
+class FakeBorrowing:
+    """A unit of work's connection object under lease="transaction": `statement()` runs one on a leased connection."""
+
+    def __init__(self, borrower: Any) -> None:
+        self.borrower = borrower
+
+    def statement(self, pin: bool = False) -> FakeConnection:
+        conn: FakeConnection = self.borrower.take().connection.conn
+        conn.pinned = pin
+        self.borrower.statement_done()
+        return conn
 
 
 class FakeClock:

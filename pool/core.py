@@ -636,10 +636,31 @@ class ConnectionPool:
         where = self.config.setting_source
         raise PoolTimeout(
             f"pool {self.name!r} had no free connection after {timeout:g}s: size={self.config.size}, "
-            f"in_use={in_use}, waiting={waiting}. Raise the pool size ({where('size')}) if the server has room for "
-            f"size x processes connections, or the wait ({where('timeout')}), or find what holds connections so long",
+            f"in_use={in_use}, waiting={waiting}. " + (self._waiting_on_a_spawner() or
+            f"Raise the pool size ({where('size')}) if the server has room for size x processes connections, or "
+            f"the wait ({where('timeout')}), or find what holds connections so long"),
             pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting, timeout=timeout,
         )
+
+    def _waiting_on_a_spawner(self) -> str:
+        """Advice for a greenlet that timed out while one that spawned it (or its spawner...) holds a connection of
+        this pool: most likely a transaction that joins greenlets which query, waiting on its own children."""
+        with self._lock:
+            holders = {id(lease._owner()) for lease in self._leases.values() if lease._record is not None}
+        spawner = getattr(_getcurrent(), "spawning_greenlet", None) if _getcurrent is not None else None
+        while spawner is not None:
+            greenlet = spawner()
+            if greenlet is None:
+                break
+            if id(greenlet) in holders:
+                return (f"The greenlet that spawned this one holds a connection of pool {self.name!r} while it waits: "
+                        f"a transaction (ATOMIC_REQUESTS, atomic()) or a connection held across statements keeps its "
+                        f"slot while it joins greenlets that query, and each of them needs a slot of its own. Spawn "
+                        f"them outside the transaction (transaction.non_atomic_requests, or before atomic()), let the "
+                        f"transaction run them itself, or size the pool for both "
+                        f"({self.config.setting_source('size')})")
+            spawner = getattr(greenlet, "spawning_greenlet", None)
+        return ""
 
     def _release(self, lease: Lease, drop: str | None) -> None:
         """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``. A lease taken

@@ -81,13 +81,14 @@ def test_full_reset_leaves_the_next_request_a_clean_session(site_db: PrivateMari
         assert second["uncommitted_rows_visible"] == 0
 
 
-def test_rollback_mode_undoes_the_transaction_but_shows_why_full_is_the_default(site_db: PrivateMariaDB) -> None:
+@pytest.mark.parametrize("lease", ["request", "transaction"])
+def test_rollback_mode_undoes_the_transaction_but_leaves_session_state(site_db: PrivateMariaDB, lease: str) -> None:
     # Only the state case: a table lock left by the first request breaks the second one outright in this mode.
-    out = run(site_db, "rollback", cases="state")["state"]
+    out = run(site_db, "rollback", cases="state", POOL_LEASE=lease)["state"]
     second = out["second"]
     assert out["first"]["connection_id"] == second["connection_id"]
     assert second["in_transaction"] == 0 and second["uncommitted_rows_visible"] == 0
-    # What only the full reset clears: proof that the test above can see a leak.
+    # What only a session reset clears (tracked and full modes): proof that the test above can see a leak.
     assert second["user_variable"] == "card 4111-1111"
     assert second["temporary_table"]
     assert second["isolation"] == "SERIALIZABLE"
@@ -147,10 +148,11 @@ def assert_clean(case: str, seen: dict[str, Any]) -> None:
     assert not any(leaks.values()), f"{case}: the next request saw {[k for k, v in leaks.items() if v]}: {second}"
 
 
+@pytest.mark.parametrize("lease", ["request", "transaction"])
 @pytest.mark.parametrize("reset", ["full", "tracked"])
-def test_no_kind_of_session_state_reaches_the_next_request(site_db: PrivateMariaDB, reset: str) -> None:
+def test_no_kind_of_session_state_reaches_the_next_request(site_db: PrivateMariaDB, reset: str, lease: str) -> None:
     cases = single_state_cases(site_db)
-    out = run(site_db, reset, cases=",".join(cases))
+    out = run(site_db, reset, cases=",".join(cases), POOL_LEASE=lease)
     for case in cases:
         assert_clean(case, out[case])
 

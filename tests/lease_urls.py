@@ -60,6 +60,7 @@ def _answer(sql: str) -> Any:
 @transaction.non_atomic_requests
 def pin(request: HttpRequest) -> JsonResponse:
     case = request.GET["case"]
+    answer: Any
     if case == "atomic":
         with transaction.atomic():
             _one("INSERT INTO kit_noise (n) VALUES (98)")
@@ -75,7 +76,7 @@ def pin(request: HttpRequest) -> JsonResponse:
         gevent.spawn(_noise).join()
         try:
             kept.execute("SELECT CONNECTION_ID()")  # the cursor the view kept still works, on its own session
-            answer: Any = kept.fetchone()[0] == first
+            answer = kept.fetchone()[0] == first
         except Exception as exc:  # noqa: BLE001
             answer = f"error {type(exc).__name__}"
         kept.close()

@@ -273,7 +273,8 @@ MIX_SCRIPT = SITE + """
             g = gevent.spawn(unit_of_work, n)
         greenlets.append(g)
     gevent.joinall(greenlets, timeout=300)
-    failures = [repr(g.exception) for g in greenlets if g.exception is not None and not isinstance(g.exception, gevent.GreenletExit)]
+    failures = [repr(g.exception) for g in greenlets
+                if g.exception is not None and not isinstance(g.exception, gevent.GreenletExit)]
     gevent.sleep(2.5)  # the maintenance loop takes back what killed greenlets held
     poller.kill()
     with watcher.cursor() as cur:

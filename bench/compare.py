@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "kit": {},  # the defaults: reset=tracked
     "kit, reset=full": {"POOL_RESET": "full"},
     "kit, reset=rollback": {"POOL_RESET": "rollback"},
+    "kit, lease=transaction": {"POOL_LEASE": "transaction"},
     # Not in the default matrix (--variant to include it): what PoolMiddleware's early return is worth.
     "kit without PoolMiddleware": {"KIT_BASELINE": "late-release"},
 }
@@ -52,6 +53,7 @@ SCENARIOS: list[tuple[str, str, int, str]] = [
     ("DB-bound 20 ms, keep-alive, 500 users", "SlowReportBench", 500, "default"),
     ("SELECT 1, keep-alive, 200 users, TLS off", "SelectOneBench", 200, "off"),
     ("one UPDATE in ATOMIC_REQUESTS, keep-alive, 200 users", "WriteOneBench", 200, "default"),
+    ("SELECT 1, 50 ms wait, SELECT 2, keep-alive, 200 users", "MixedBench", 200, "default"),
 ]
 
 
@@ -60,11 +62,12 @@ def server_counters(db: PrivateMariaDB) -> dict[str, int]:
     return {name: int(value) for name, value in rows}
 
 
-def run_one(db: PrivateMariaDB, variant: str, user_class: str, users: int, tls: str, seconds: int) -> dict[str, Any]:
+def run_one(db: PrivateMariaDB, variant: str, user_class: str, users: int, tls: str, seconds: int,
+            pool_size: int = POOL_SIZE) -> dict[str, Any]:
     url = db.app_url() + ("?ssl_disabled=1" if tls == "off" else "")
     out_dir = Path(tempfile.mkdtemp(prefix="kit-bench-"))
     access_log = out_dir / "access.log"
-    env = {**VARIANTS[variant], "POOL_SIZE": str(POOL_SIZE), "WEB_WORKERS": str(WORKERS), "DATABASE_URL": url,
+    env = {**VARIANTS[variant], "POOL_SIZE": str(pool_size), "WEB_WORKERS": str(WORKERS), "DATABASE_URL": url,
            "LOG_LEVEL": "warning", "POOL_LOG_LEVEL": "WARNING", "ACCESS_LOG": str(access_log)}
     server = Gunicorn(db, **env).start()
     try:
@@ -92,7 +95,8 @@ def run_one(db: PrivateMariaDB, variant: str, user_class: str, users: int, tls: 
     stats["rps"] = round(served / seconds, 1)
     polls = int(gate["samples"])  # the gate's own COUNT(*) queries, not the app's
     return {
-        "variant": variant, "user_class": user_class, "users": users, "tls": tls, "requests": served, **stats,
+        "variant": variant if pool_size == POOL_SIZE else f"{variant} (pool {pool_size})", "pool_size": pool_size,
+        "user_class": user_class, "users": users, "tls": tls, "requests": served, **stats,
         "peak_connections": int(gate["peak"]),
         "connects_per_request": round((after["Connections"] - before["Connections"]) / requests, 3),
         "connects_total": after["Connections"] - before["Connections"],
@@ -165,6 +169,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="only these (repeatable)")
     parser.add_argument("--scenario", action="append", type=int, help="only these scenario numbers, from 1")
     parser.add_argument("--append", action="store_true", help="add to the results already in --out.json")
+    parser.add_argument("--pool-size", type=int, action="append",
+                        help="run the kit's variants at these pool sizes too (repeatable; default: 10 only)")
     args = parser.parse_args()
     scenarios = SCENARIOS[:1] if args.quick else SCENARIOS
     if args.scenario:
@@ -176,12 +182,14 @@ def main() -> None:
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], check=True, cwd=ROOT,
                        env={**os.environ, "DATABASE_URL": db.app_url()})
+        runs = [(variant, size) for variant in variants
+                for size in (args.pool_size if args.pool_size and variant.startswith("kit") else [POOL_SIZE])]
         for label, user_class, users, tls in scenarios:
-            for variant in variants:
+            for variant, size in runs:
                 started = time.monotonic()
-                results.append(run_one(db, variant, user_class, users, tls, args.seconds))
+                results.append(run_one(db, variant, user_class, users, tls, args.seconds, size))
                 r = results[-1]
-                print(f"{label:50} {variant:28} {r['rps']:7.1f} req/s p99 {r['p99_ms']:6.0f} ms "
+                print(f"{label:50} {r['variant']:28} {r['rps']:7.1f} req/s p99 {r['p99_ms']:6.0f} ms "
                       f"fail {r['failures']:5d} peak {r['peak_connections']:4d} conns "
                       f"({time.monotonic() - started:.0f}s)", flush=True)
                 Path(args.out + ".json").write_text(json.dumps(results, indent=1))

@@ -26,6 +26,7 @@ VARIANTS = {
     "kit-full": {"POOL_RESET": "full"},
     "kit-rollback": {"POOL_RESET": "rollback"},
     "kit-tracked": {"POOL_RESET": "tracked"},
+    "kit-transaction": {"POOL_LEASE": "transaction"},
 }
 
 

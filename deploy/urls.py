@@ -11,6 +11,7 @@ urlpatterns = [
     path("report/slow/", views.slow_report),
     path("select1/", views.select_one),
     path("write1/", views.write_one),
+    path("mixed/", views.mixed),
     path("fanout/", views.fanout),
     path("healthz", views.healthz),
     path("readyz", readyz),

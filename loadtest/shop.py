@@ -104,6 +104,17 @@ class SlowReportBench(FastHttpUser):
         self.client.get("/report/slow/")
 
 
+class MixedBench(FastHttpUser):
+    """Benchmark user: closed loop on a view that runs SELECT 1, waits 50 ms on something else, runs SELECT 2."""
+
+    opt_in = True
+    wait_time = constant(0)
+
+    @task
+    def mixed(self) -> None:
+        self.client.get("/mixed/")
+
+
 class WriteOneBench(FastHttpUser):
     """Benchmark user: closed loop on a one-UPDATE view in ATOMIC_REQUESTS' transaction, over 100 products (row locks
     spread), keep-alive."""

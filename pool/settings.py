@@ -153,8 +153,9 @@ DEPLOYMENT_SETTINGS: tuple[Setting, ...] = (
             read_from="django settings"),
     Setting("body_timeout", float, 30.0, "seconds a client may take to send its body under gevent; slower ones get 408",
             minimum=0.001, maximum=_DAY, read_from="django settings"),
-    Setting("server_timing", bool, True, "PoolMiddleware adds Server-Timing: pool;dur=<ms> to every response: how long "
-            "the request queued for pool connections (False: no header)", read_from="django settings"),
+    Setting("server_timing", bool, True, "PoolMiddleware adds Server-Timing: pool;dur=<ms>, db-held;dur=<ms> to every "
+            "response: how long the request queued for pool connections, and how long it held them (False: no header)",
+            read_from="django settings"),
     Setting("ready_max_waiting", int, None, "pool.django.readiness.readyz says 503 (saturated) while more callers than "
             "this wait for a connection", minimum=0, maximum=1_000_000, allow_none=True,
             read_from="django settings", default_doc="the pool size"),

@@ -60,6 +60,18 @@ def test_an_atomic_request_sends_djangos_statements_and_the_views_only(site_db: 
     assert result["connects"] == 0.0
 
 
+@pytest.mark.parametrize(("path", "statements"), [("/select1/", 1.0), ("/mixed/", 2.0), ("/write1/", 4.0)])
+def test_a_lease_per_statement_adds_no_statement_and_no_connect(site_db: PrivateMariaDB, path: str,
+                                                                 statements: float) -> None:
+    # lease=transaction: each statement takes a connection and gives it back, with nothing sent for it (no ping, no
+    # reset, no session set-up, no SET autocommit beyond Django's own).
+    result = statements_per_request(site_db, "kit-transaction", path)
+    assert result["failures"] == 0
+    assert result["statements"] == statements
+    assert result["round_trips"] == statements
+    assert result["connects"] == 0.0
+
+
 def test_full_reset_adds_one_pipelined_round_trip(site_db: PrivateMariaDB) -> None:
     # full mode: + COM_RESET_CONNECTION and the isolation level, sent together after the response.
     result = statements_per_request(site_db, "kit-full")

@@ -92,17 +92,36 @@ def test_server_timing_is_the_wait_the_pool_measured_for_the_request(site_db: Pr
             _, headers, _ = server.get("/select1/")
             slow.join(30)
             after = json.loads(server.get("/-/pool")[2])
-            match = re.fullmatch(r"pool;dur=([0-9.]+)", headers.get("Server-Timing", ""))
+            match = re.fullmatch(r"pool;dur=([0-9.]+), db-held;dur=[0-9.]+", headers.get("Server-Timing", ""))
             assert match, headers
             assert after["waits"] == before["waits"] + 1, (before, after)
             rounds.append((float(match.group(1)), after["wait_ms"] - before["wait_ms"]))
     finally:
         server.stop()
     print(f"\nServer-Timing without a wait: {idle_timing!r}; (header ms, the pool's wait_ms growth): {rounds}")
-    assert status == 200 and idle_timing == "pool;dur=0.000"
+    assert status == 200 and idle_timing is not None and idle_timing.startswith("pool;dur=0.000, db-held;dur=")
     for header_ms, measured_ms in rounds:
         assert measured_ms > 50, "the request queued behind the slow one"
         assert header_ms == pytest.approx(measured_ms, abs=1.0)
+
+
+@pytest.mark.parametrize("lease", ["request", "transaction"])
+def test_server_timing_says_how_long_the_request_held_connections(site_db: PrivateMariaDB, lease: str) -> None:
+    # /mixed/: SELECT 1, 50 ms waiting on something else, SELECT 2.
+    server = Gunicorn(site_db, WEB_WORKERS="1", POOL_LEASE=lease).start()
+    try:
+        held = []
+        for _ in range(3):
+            status, headers, _ = server.get("/mixed/")
+            match = re.search(r"db-held;dur=([0-9.]+)", headers.get("Server-Timing", ""))
+            assert status == 200 and match, headers
+            held.append(float(match.group(1)))
+    finally:
+        server.stop()
+    if lease == "request":
+        assert min(held) >= 50, held  # the connection waited with the view
+    else:
+        assert max(held) < 50, held  # only the two SELECTs held one
 
 
 def test_server_timing_can_be_turned_off(site_db: PrivateMariaDB) -> None:

@@ -92,6 +92,23 @@ def select_one(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+@transaction.non_atomic_requests
+def mixed(request: HttpRequest) -> JsonResponse:
+    """A view that waits on something besides the database between two queries: an HTTP API, a cache, a queue (here
+    50 ms of sleep, cooperative under gevent; ?wait= to change, at most 5 s). Under lease="request" the connection is
+    held through the wait; under lease="transaction" only through each SELECT (bench/compare.py)."""
+    import time
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    time.sleep(min(float(request.GET.get("wait", "0.05")), 5.0))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 2")
+        cursor.fetchone()
+    return JsonResponse({"ok": True})
+
+
 @require_GET
 def write_one(request: HttpRequest) -> JsonResponse:
     """One UPDATE in ATOMIC_REQUESTS' transaction: Django sends SET autocommit=0 before it, COMMIT and SET

@@ -120,6 +120,13 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     _pool_entry: _PoolEntry | None = None
     _pool_fresh_checkout = False  # set by get_new_connection, for the init_connection_state that connect() runs next
 
+    @property
+    def pool_holds_connection(self) -> bool:
+        """Whether this wrapper holds a pool connection now (PoolMiddleware gives it back when the response is
+        built)."""
+        borrower = self._pool_borrower
+        return self._pool_lease is not None or (borrower is not None and borrower.held is not None)
+
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()
         params.pop("pool", None)

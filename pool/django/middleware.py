@@ -75,27 +75,34 @@ def _deadline(seconds: float) -> Any:
     return contextlib.nullcontext()
 
 
-# The seconds the current request has queued for connections so far, in a one-item list, or None outside a request.
-# A context variable is per greenlet under gevent (and per thread otherwise): a request's waits only.
-_request_wait: ContextVar[list[float] | None] = ContextVar("pool_request_wait", default=None)
+# The current request's seconds so far, queued for connections and holding them, or None outside a request. A context
+# variable is per greenlet under gevent (and per thread otherwise): a request's own leases only.
+_request_timing: ContextVar[list[float] | None] = ContextVar("pool_request_timing", default=None)
 _timing_subscribed = False
 
 
 def _add_to_request_wait(seconds: float, granted: bool) -> None:
-    waits = _request_wait.get()
-    if waits is not None:
-        waits[0] += seconds
+    timing = _request_timing.get()
+    if timing is not None:
+        timing[0] += seconds
 
 
-def _time_waits(pool: ConnectionPool) -> None:
+def _add_to_request_held(seconds: float) -> None:
+    timing = _request_timing.get()
+    if timing is not None:
+        timing[1] += seconds
+
+
+def _time_leases(pool: ConnectionPool) -> None:
     pool.wait_observers.append(_add_to_request_wait)
+    pool.use_observers.append(_add_to_request_held)
 
 
 def _subscribe_request_timing() -> None:
     global _timing_subscribed
-    if not _timing_subscribed:  # once per process: every middleware instance shares the observer
+    if not _timing_subscribed:  # once per process: every middleware instance shares the observers
         _timing_subscribed = True
-        subscribe_pools(_time_waits)
+        subscribe_pools(_time_leases)
 
 
 class PoolMiddleware:
@@ -110,13 +117,14 @@ class PoolMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not self.server_timing:
             return self._respond(request)
-        waits = [0.0]
-        token = _request_wait.set(waits)
+        spent = [0.0, 0.0]
+        token = _request_timing.set(spent)
         try:
             response = self._respond(request)
         finally:
-            _request_wait.reset(token)
-        timing = f"pool;dur={waits[0] * 1000.0:.3f}"
+            _request_timing.reset(token)
+        # What the lease mode changes shows in the second: under lease="transaction" only the statements count.
+        timing = f"pool;dur={spent[0] * 1000.0:.3f}, db-held;dur={spent[1] * 1000.0:.3f}"
         earlier = response.get("Server-Timing")
         response["Server-Timing"] = f"{earlier}, {timing}" if earlier else timing
         return response
@@ -135,7 +143,7 @@ class PoolMiddleware:
         if not response.streaming:
             for wrapper in connections.all(initialized_only=True):
                 # Only pooled connections: closing another backend's would defeat its CONN_MAX_AGE.
-                if getattr(wrapper, "_pool_lease", None) is not None and not wrapper.in_atomic_block:
+                if getattr(wrapper, "pool_holds_connection", False) and not wrapper.in_atomic_block:
                     wrapper.close()
         return response
 

@@ -93,6 +93,21 @@ def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True, observers: st
     return cycle
 
 
+def _per_statement(kwargs: dict[str, Any]) -> Callable[[], None]:
+    """What lease="transaction" pays per statement outside a transaction, beside the statement itself: a lease taken
+    (without the caller's stack), the driver's may_release, the return (tracked: nothing changed)."""
+    from pool.core import Borrower
+
+    kit = ConnectionPool(kwargs, PoolConfig(size=10, lease="transaction", ping_after=1.0))
+    borrower = Borrower(kit)
+
+    def cycle() -> None:
+        borrower.take()
+        borrower.statement_done()
+
+    return cycle
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000)
@@ -109,6 +124,7 @@ def main() -> None:
             ("kit, reset=full (COM_RESET_CONNECTION)", _kit(kwargs, "full")),
             ("kit, reset=tracked (nothing changed)", _kit(kwargs, "tracked")),
             ("kit, reset=rollback, no per-checkout handle", _kit(kwargs, "rollback", handles=False)),
+            ("kit, lease=transaction: per-statement take + give back", _per_statement(kwargs)),
         ]
         if _otel_sdk():
             variants += [

@@ -624,8 +624,8 @@ class PooledConnection(pymysql.connections.Connection):
         result = self._result
         if result is not None and (result.unbuffered_active or result.has_next):
             self.pool_settle()
-        if self._pool_poller.poll(0):
-            raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
+        # No look at the socket here: the pool gave it back only in step (every answer read: nothing of ours can be
+        # on the wire), and whatever the server sends unasked from now on is found before the next lend.
         cleared = mode == ResetMode.FULL or (mode == ResetMode.TRACKED and self._pool_left_state_behind(policy))
         if cleared:
             self._pool_reset_session(policy)

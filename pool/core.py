@@ -337,7 +337,7 @@ class ConnectionPool:
 
     def _init_process_state(self) -> None:
         # Everything here belongs to one process: rebuilt after fork, never shared with a parent.
-        self._pid = os.getpid()
+        self._pid = _process.pid
         self._generation += 1
         self._lock = threading.Lock()
         self._idle: deque[_Record] = deque()  # used as a stack: the most recently returned goes out first
@@ -369,7 +369,7 @@ class ConnectionPool:
         """Take a slot and a healthy connection, waiting up to ``timeout`` (default: the pool's) for a free slot.
         ``remember_stack``: keep the caller's stack for leak and dead-owner warnings (about a microsecond); leases
         taken per statement do without, and a warning shows where the owner is at that moment instead."""
-        if self._pid != os.getpid():
+        if self._pid != _process.pid:
             self.reset_after_fork()
         if self._maintenance is None and self._maintenance_interval and not self._closed:
             self._maintenance = _Maintenance(self, self._maintenance_interval)
@@ -1020,8 +1020,19 @@ def unsubscribe_pools(subscriber: Callable[[ConnectionPool], None]) -> None:
         _pool_subscribers.remove(subscriber)
 
 
+class _Process:
+    """This process's id, read once and again after each fork: os.getpid() is a system call (half a microsecond
+    here), and every checkout asks."""
+
+    pid = os.getpid()
+
+
+_process = _Process()
+
+
 def reset_all_after_fork() -> None:
     """Drop every pool's inherited connections in a new child process (no COM_QUIT)."""
+    _process.pid = os.getpid()
     for pool in list(_all_pools):
         pool.reset_after_fork()
 

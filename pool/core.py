@@ -30,6 +30,7 @@ from typing import Any
 from . import stats as S
 from .abc import Clock, Driver
 from .background import gevent_patched, start_background
+from .backoff import Backoff
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig, resolve_config
 
@@ -49,8 +50,7 @@ _LIFETIME_JITTER = 0.1
 _CONNECT_ERROR_LOG_INTERVAL = 10.0
 # After a failed connect, the next attempt waits this long, doubling per failure up to the cap, jittered down by up to
 # half so that workers do not probe in step. The cap is what bounds recovery: back within a second of the server.
-_BACKOFF_FIRST = 0.1
-_BACKOFF_CAP = 1.0
+_BACKOFF = Backoff(first=0.1, cap=1.0, jitter=0.5)
 
 
 def _new_event() -> Any:
@@ -724,7 +724,7 @@ class ConnectionPool:
             raise DatabaseUnavailable(
                 f"pool {self.name!r}: the database at {self.target} is not answering ({self._last_connect_error}); "
                 f"{self._connect_failures} attempts failed in a row, the next one in {wait:.1f}s",
-                pool=self.name, retry_after=max(wait, _BACKOFF_FIRST),
+                pool=self.name, retry_after=max(wait, _BACKOFF.first),
             )
         started = now
         try:
@@ -738,8 +738,7 @@ class ConnectionPool:
                     if not self._connect_failures:
                         self._unavailable_since = failed_at
                     self._connect_failures += 1
-                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self._connect_failures - 1))
-                    self._retry_at = self._clock() + delay * (1.0 - random.random() / 2)
+                    self._retry_at = self._clock() + _BACKOFF.delay(self._connect_failures)
                     self._last_connect_error = _describe_error(exc)
             if self.connect_observers:
                 _notify(self.connect_observers, max(0.0, failed_at - started), exc)

@@ -30,7 +30,7 @@ from typing import Any
 from . import stats as S
 from .abc import Clock, Driver
 from .background import gevent_patched, start_background
-from .backoff import Backoff
+from .backoff import Backoff, Streak
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig, resolve_config
 
@@ -154,6 +154,38 @@ class Lease:
         if self._record is None:
             raise ConnectionReturned(0, "this lease was released; acquire a new connection")
         return self._record.info
+
+
+class _Outage(Streak):
+    """While the database does not answer: its failed connects in a row and the back-off (`Streak`), whether the one
+    probe allowed at a time is under way, since when and why it fails, and the rate limit of the log lines saying so.
+    Read and written under the pool's lock, except the log's two fields, which only `_connect` touches."""
+
+    __slots__ = ("probing", "since", "last_error", "next_report", "unreported")
+
+    def __init__(self) -> None:
+        super().__init__(_BACKOFF)
+        self.probing = False
+        self.since: float | None = None  # the pool's clock at the first failure of the current streak
+        self.last_error = ""
+        self.next_report = float("-inf")
+        self.unreported = 0  # failures not logged since the last line
+
+    def holds_off(self, now: float) -> bool:
+        """Whether a connect at `now` is to be refused without an attempt: the database is failing and either its
+        back-off runs or another caller's probe is under way."""
+        return self.failures > 0 and (now < self.retry_at or self.probing)
+
+    def failed_with(self, now: float, error: str) -> None:
+        if not self.failures:
+            self.since = now
+        self.failed(now)
+        self.last_error = error
+
+    def answered(self) -> None:
+        self.clear()
+        self.probing = False
+        self.since = None
 
 
 class _Waiter:
@@ -292,14 +324,8 @@ class ConnectionPool:
         self._suspect_before = float("-inf")
         self._counters: dict[str, float] = dict.fromkeys(S.COUNTERS, 0)
         self._maintenance: _Maintenance | None = None
-        self._next_connect_report = float("-inf")
-        self._unreported_connect_errors = 0
         # Fail-fast state while the database does not answer: one probe at a time, after a back-off.
-        self._connect_failures = 0
-        self._retry_at = float("-inf")
-        self._probing = False
-        self._last_connect_error = ""
-        self._unavailable_since: float | None = None  # self._clock() at the first failure of the current streak
+        self._outage = _Outage()
         self._drained: Any = None
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -413,8 +439,9 @@ class ConnectionPool:
         with self._lock:
             waiting, in_use = len(self._waiters), len(self._leases)
             oldest = self._waiters[0].since if self._waiters else now
-            down_since, failures, error = self._unavailable_since, self._connect_failures, self._last_connect_error
-            probe = failures > 0 and not self._probing and not self._closed
+            outage = self._outage
+            down_since, failures, error = outage.since, outage.failures, outage.last_error
+            probe = failures > 0 and not outage.probing and not self._closed
         if probe:
             start_background(self._probe, f"pool-probe-{self.name}")
         state = Readiness(True, "ready", pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting,
@@ -437,10 +464,10 @@ class ConnectionPool:
         connection, if it opens, stays idle for the next caller."""
         placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
         with self._lock:
-            if (self._closed or self._probing or not self._connect_failures
+            if (self._closed or self._outage.probing or not self._outage.failures
                     or len(self._leases) >= self.config.size):
                 return
-            self._probing = True
+            self._outage.probing = True
             self._leases[id(placeholder)] = placeholder
         record: _Record | None = None
         try:
@@ -711,19 +738,19 @@ class ConnectionPool:
 
     def _connect(self, probe_claimed: bool = False) -> _Record:
         now = self._clock()
+        outage = self._outage
         with self._lock:
-            failing = self._connect_failures > 0
-            refused = failing and not probe_claimed and (now < self._retry_at or self._probing)
-            if failing and not refused:
-                self._probing = True  # this caller is the one probe; everyone else fails fast meanwhile
+            refused = not probe_claimed and outage.holds_off(now)
+            if outage.failures and not refused:
+                outage.probing = True  # this caller is the one probe; everyone else fails fast meanwhile
         if refused:
             self._counters[S.UNAVAILABLE] += 1
             if self.refusal_observers:
                 _notify(self.refusal_observers, "unavailable")
-            wait = max(0.0, self._retry_at - now)
+            wait = max(0.0, outage.retry_at - now)
             raise DatabaseUnavailable(
-                f"pool {self.name!r}: the database at {self.target} is not answering ({self._last_connect_error}); "
-                f"{self._connect_failures} attempts failed in a row, the next one in {wait:.1f}s",
+                f"pool {self.name!r}: the database at {self.target} is not answering ({outage.last_error}); "
+                f"{outage.failures} attempts failed in a row, the next one in {wait:.1f}s",
                 pool=self.name, retry_after=max(wait, _BACKOFF.first),
             )
         started = now
@@ -733,13 +760,9 @@ class ConnectionPool:
             self._counters[S.CONNECT_ERRORS] += 1
             failed_at = self._clock()
             with self._lock:
-                self._probing = False
+                outage.probing = False
                 if isinstance(exc, Exception):
-                    if not self._connect_failures:
-                        self._unavailable_since = failed_at
-                    self._connect_failures += 1
-                    self._retry_at = self._clock() + _BACKOFF.delay(self._connect_failures)
-                    self._last_connect_error = _describe_error(exc)
+                    outage.failed_with(failed_at, _describe_error(exc))
             if self.connect_observers:
                 _notify(self.connect_observers, max(0.0, failed_at - started), exc)
             if not isinstance(exc, Exception):
@@ -748,13 +771,11 @@ class ConnectionPool:
             if self.refusal_observers:
                 _notify(self.refusal_observers, "unavailable")
             raise DatabaseUnavailable(
-                f"pool {self.name!r}: cannot open a connection to {self.target}: {self._last_connect_error}",
-                pool=self.name, retry_after=max(0.0, self._retry_at - self._clock()),
+                f"pool {self.name!r}: cannot open a connection to {self.target}: {outage.last_error}",
+                pool=self.name, retry_after=max(0.0, outage.retry_at - self._clock()),
             ) from exc
         with self._lock:
-            self._connect_failures = 0
-            self._probing = False
-            self._unavailable_since = None
+            outage.answered()
         if self._lifetime is None:
             # Below the server's wait_timeout, so the pool recycles a connection before the server kills it.
             wait_timeout = self._driver.server_wait_timeout(conn) or 28800.0
@@ -764,22 +785,22 @@ class ConnectionPool:
         self._counters[S.CONNECT_MS] += max(0.0, now - started) * 1000.0
         if self.connect_observers:
             _notify(self.connect_observers, max(0.0, now - started), None)
-        if self._unreported_connect_errors:
+        if outage.unreported:
             log.warning("pool %r: connecting to %s works again (%d more failures since the last report)", self.name,
-                        self.target, self._unreported_connect_errors)
-            self._unreported_connect_errors = 0
-        self._next_connect_report = float("-inf")
+                        self.target, outage.unreported)
+            outage.unreported = 0
+        outage.next_report = float("-inf")
         return _Record(conn, now, self._lifetime)
 
     def _report_connect_error(self, exc: Exception) -> None:
         # One line per failed checkout would flood the log while the database is down; none would hide it.
         now = self._clock()
-        if now < self._next_connect_report:
-            self._unreported_connect_errors += 1
+        outage = self._outage
+        if now < outage.next_report:
+            outage.unreported += 1
             return
-        more = self._unreported_connect_errors
-        self._unreported_connect_errors = 0
-        self._next_connect_report = now + _CONNECT_ERROR_LOG_INTERVAL
+        more, outage.unreported = outage.unreported, 0
+        outage.next_report = now + _CONNECT_ERROR_LOG_INTERVAL
         log.error("pool %r: cannot open a connection to %s: %s%s", self.name, self.target, _describe_error(exc),
                   f" ({more} more failures since the last report)" if more else "")
 
@@ -853,7 +874,7 @@ class ConnectionPool:
         how many were opened; a failed connect ends the round (``quiet``) or raises."""
         opened = 0
         while True:
-            if quiet and self._connect_failures and (self._clock() < self._retry_at or self._probing):
+            if quiet and self._outage.holds_off(self._clock()):
                 return opened  # the database is not answering: wait for the back-off, like everyone else
             placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
             with self._lock:

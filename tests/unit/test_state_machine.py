@@ -585,7 +585,7 @@ def test_while_the_database_is_down_callers_fail_fast_and_one_probe_finds_it_bac
     assert driver.connect_attempts == 1 and pool.stats()[S.UNAVAILABLE] == 50
     delays = []
     for _ in range(6):  # the back-off doubles up to its cap of a second
-        delays.append(pool._retry_at - clock.now)
+        delays.append(pool._outage.retry_at - clock.now)
         clock.advance(1.01)
         with pytest.raises(DatabaseUnavailable):
             pool.acquire()
@@ -606,7 +606,7 @@ def test_only_one_probe_at_a_time_while_others_fail_fast() -> None:
     with pytest.raises(DatabaseUnavailable):
         pool.acquire()
     clock.advance(2)
-    pool._probing = True  # as if another caller's probe were under way right now
+    pool._outage.probing = True  # as if another caller's probe were under way right now
     with pytest.raises(DatabaseUnavailable, match="not answering"):
         pool.acquire()
     assert driver.connect_attempts == 1

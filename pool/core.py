@@ -290,7 +290,8 @@ class ConnectionPool:
         self._generation = 0
         # Integrations (Prometheus, OpenTelemetry, the middleware's Server-Timing) subscribe here; the pool imports
         # none of them. Each is called in the caller's greenlet or thread; an empty list costs one truth test.
-        # (seconds queued, whether a connection was granted) after every wait for a slot:
+        # (seconds queued, whether a connection was granted) after every wait for a slot; a caller that found a slot
+        # free is not observed, only counted (stats' `immediate`):
         self.wait_observers: list[Callable[[float, bool], None]] = []
         # (seconds held, checkout to return) at every return:
         self.use_observers: list[Callable[[float], None]] = []
@@ -352,6 +353,9 @@ class ConnectionPool:
             if len(self._leases) < self.config.size and not self._waiters:
                 self._leases[id(lease)] = lease
                 record = self._idle.pop() if self._idle else None
+                # A wait of 0, counted, not observed: the exporters add these to the wait histograms when they are
+                # read, so a checkout that queues for nothing costs one increment, not an observer call.
+                self._counters[S.IMMEDIATE] += 1
             elif self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
                 rejected_at = (len(self._leases), len(self._waiters))
                 self._counters[S.REJECTED] += 1

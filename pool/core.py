@@ -24,12 +24,13 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import stats as S
 from .abc import Clock, Driver, LeaseMode
 from .background import gevent_patched, start_background
+from .backoff import Backoff, Streak
 from .errors import ConnectionReturned, DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyWaiters, WrongPool
 from .settings import PoolConfig, resolve_config
 
@@ -49,8 +50,12 @@ _LIFETIME_JITTER = 0.1
 _CONNECT_ERROR_LOG_INTERVAL = 10.0
 # After a failed connect, the next attempt waits this long, doubling per failure up to the cap, jittered down by up to
 # half so that workers do not probe in step. The cap is what bounds recovery: back within a second of the server.
-_BACKOFF_FIRST = 0.1
-_BACKOFF_CAP = 1.0
+_BACKOFF = Backoff(first=0.1, cap=1.0, jitter=0.5)
+# Readiness turns only after this many readings in a row saw otherwise, each at least READING_INTERVAL seconds after
+# the one before that counted: a moment's problem never takes a worker out of rotation, nor does a moment's relief bring
+# it back, and a burst of probes (kubelet, a load balancer and a person at once) is one reading, not three.
+READINGS = 3
+READING_INTERVAL = 1.0
 
 
 def _new_event() -> Any:
@@ -212,6 +217,38 @@ class Borrower:
             self.pool.release(lease, discard=discard)
 
 
+class _Outage(Streak):
+    """While the database does not answer: its failed connects in a row and the back-off (`Streak`), whether the one
+    probe allowed at a time is under way, since when and why it fails, and the rate limit of the log lines saying so.
+    Read and written under the pool's lock, except the log's two fields, which only `_connect` touches."""
+
+    __slots__ = ("probing", "since", "last_error", "next_report", "unreported")
+
+    def __init__(self) -> None:
+        super().__init__(_BACKOFF)
+        self.probing = False
+        self.since: float | None = None  # the pool's clock at the first failure of the current streak
+        self.last_error = ""
+        self.next_report = float("-inf")
+        self.unreported = 0  # failures not logged since the last line
+
+    def holds_off(self, now: float) -> bool:
+        """Whether a connect at `now` is to be refused without an attempt: the database is failing and either its
+        back-off runs or another caller's probe is under way."""
+        return self.failures > 0 and (now < self.retry_at or self.probing)
+
+    def failed_with(self, now: float, error: str) -> None:
+        if not self.failures:
+            self.since = now
+        self.failed(now)
+        self.last_error = error
+
+    def answered(self) -> None:
+        self.clear()
+        self.probing = False
+        self.since = None
+
+
 class _Waiter:
     __slots__ = ("event", "since", "lease", "granted", "record")
 
@@ -225,7 +262,7 @@ class _Waiter:
 
 @dataclass(frozen=True)
 class Readiness:
-    """`ConnectionPool.readiness()`: whether the pool can serve a caller now, and if not, why."""
+    """`ConnectionPool.readiness()`: whether this process should be sent callers, and why not."""
 
     ready: bool
     reason: str
@@ -233,14 +270,49 @@ class Readiness:
     size: int
     in_use: int
     waiting: int
-    max_waiting: int
     maxwait_s: float
+    # How long no caller has got a connection while every one was in use and callers needed one (0: it moves, or
+    # nobody needs one), and the bound past which a reading calls the pool stuck.
+    stuck_for_s: float
+    stuck_after_s: float
+    # Readings in a row (READING_INTERVAL apart) that saw otherwise than `ready`; at READINGS it turns.
+    readings_against: int = 0
     unavailable_for_s: float | None = None
     unavailable_since: float | None = None  # wall-clock time (time.time()) of the first failed connect in a row
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _Verdict:
+    """A pool's readiness and the readings that may turn it (see READINGS)."""
+
+    __slots__ = ("ready", "against", "last_reading", "problem")
+
+    def __init__(self) -> None:
+        self.ready: bool | None = None  # no reading yet
+        self.against = 0
+        self.last_reading = float("-inf")
+        self.problem = ""  # what the last reading that saw a problem saw
+
+    def read(self, now: float, problem: str) -> bool:
+        """A reading at `now` that saw `problem` ("" for none); one closer than READING_INTERVAL to the last that
+        counted does not count. Returns whether it counted."""
+        if now - self.last_reading < READING_INTERVAL:
+            return False
+        self.last_reading = now
+        if problem:
+            self.problem = problem
+        if self.ready is None:
+            self.ready = not problem  # a new process has no verdict to hold on to: its first reading decides
+        elif self.ready == bool(problem):
+            self.against += 1
+            if self.against >= READINGS:
+                self.ready, self.against = not problem, 0
+        else:
+            self.against = 0
+        return True
 
 
 class _Maintenance:
@@ -314,7 +386,8 @@ class ConnectionPool:
         self._generation = 0
         # Integrations (Prometheus, OpenTelemetry, the middleware's Server-Timing) subscribe here; the pool imports
         # none of them. Each is called in the caller's greenlet or thread; an empty list costs one truth test.
-        # (seconds queued, whether a connection was granted) after every wait for a slot:
+        # (seconds queued, whether a connection was granted) after every wait for a slot; a caller that found a slot
+        # free is not observed, only counted (stats' `immediate`):
         self.wait_observers: list[Callable[[float, bool], None]] = []
         # (seconds held, checkout to return) at every return:
         self.use_observers: list[Callable[[float], None]] = []
@@ -348,14 +421,13 @@ class ConnectionPool:
         self._suspect_before = float("-inf")
         self._counters: dict[str, float] = dict.fromkeys(S.COUNTERS, 0)
         self._maintenance: _Maintenance | None = None
-        self._next_connect_report = float("-inf")
-        self._unreported_connect_errors = 0
         # Fail-fast state while the database does not answer: one probe at a time, after a back-off.
-        self._connect_failures = 0
-        self._retry_at = float("-inf")
-        self._probing = False
-        self._last_connect_error = ""
-        self._unavailable_since: float | None = None  # self._clock() at the first failure of the current streak
+        self._outage = _Outage()
+        # For readiness: when a caller last got a slot, and when one last was turned away (gave up waiting, or
+        # max_waiting refused it), on the pool's clock.
+        self._moved_at = self._clock()
+        self._turned_away_at = float("-inf")
+        self._verdict = _Verdict()
         self._drained: Any = None
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -385,9 +457,14 @@ class ConnectionPool:
             if len(self._leases) < self.config.size and not self._waiters:
                 self._leases[id(lease)] = lease
                 record = self._idle.pop() if self._idle else None
+                # A wait of 0, counted, not observed: the exporters add these to the wait histograms when they are
+                # read, so a checkout that queues for nothing costs one increment, not an observer call.
+                self._counters[S.IMMEDIATE] += 1
+                self._moved_at = now
             elif self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
                 rejected_at = (len(self._leases), len(self._waiters))
                 self._counters[S.REJECTED] += 1
+                self._turned_away_at = now
             else:
                 waiter = _Waiter(lease, now)
                 self._waiters.append(waiter)
@@ -480,49 +557,69 @@ class ConnectionPool:
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in counters.items()},
         }
 
-    def readiness(self, max_waiting: int | None = None) -> Readiness:
-        """Whether this pool can serve a caller now, read from its own state: no connection is taken and nothing is
-        sent to the server. Not ready while the database does not answer (the fail-fast state), nor while more than
-        ``max_waiting`` callers queue (default: the pool's size, a queue longer than the pool itself).
+    def readiness(self, stuck_after: float | None = None) -> Readiness:
+        """Whether this process should be sent callers, read from the pool's own state: no connection is taken and
+        nothing is sent to the server.
 
-        While the database is marked down this also starts one connect attempt in the background (one at a time,
-        outside the back-off), so that a worker no traffic reaches (a load balancer sends none to a worker that is
-        not ready) learns of the database's return at its next readiness check."""
+        Each reading looks for a problem: the database does not answer (the fail-fast state), or the pool is stuck:
+        every slot in use, callers waiting or turned away since, and no caller has got a connection for
+        ``stuck_after`` seconds (default: the pool's timeout, after which every caller queued meanwhile has failed).
+        A pool that is busy but moving has none, however long its queue. The answer turns only after READINGS readings
+        in a row, READING_INTERVAL apart, saw otherwise (a call in between reports the figures of the moment without
+        counting); the first reading in a process decides at once, and a closed pool is not ready at once.
+
+        While the database is marked down a reading that counts also starts one connect attempt in the background
+        (one at a time, outside the back-off), so that a worker no traffic reaches (a load balancer sends none to a
+        worker that is not ready) learns of the database's return by its readings."""
         if self._pid != os.getpid():
             self.reset_after_fork()
-        bound = self.config.size if max_waiting is None else max_waiting
+        bound = self.config.timeout if stuck_after is None else stuck_after
+        size = self.config.size
         now = self._clock()
         with self._lock:
             waiting, in_use = len(self._waiters), len(self._leases)
             oldest = self._waiters[0].since if self._waiters else now
-            down_since, failures, error = self._unavailable_since, self._connect_failures, self._last_connect_error
-            probe = failures > 0 and not self._probing and not self._closed
+            outage = self._outage
+            down_since, failures, error = outage.since, outage.failures, outage.last_error
+            needed = waiting > 0 or self._turned_away_at >= self._moved_at
+            stuck_for = max(0.0, now - self._moved_at) if in_use >= size and needed else 0.0
+            down_for = max(0.0, now - down_since) if down_since is not None else None
+            if down_for is not None:
+                problem = f"database unavailable for {down_for:.1f}s ({failures} failed connects in a row: {error})"
+            elif stuck_for >= bound:
+                problem = (f"pool {self.name!r} stuck: no caller got a connection for {stuck_for:.1f}s (the bound is "
+                           f"{bound:g}s), all {size} in use, {waiting} callers waiting")
+            else:
+                problem = ""
+            verdict = self._verdict
+            counted = verdict.read(now, problem)
+            ready, against, last_problem = bool(verdict.ready), verdict.against, verdict.problem
+            probe = counted and failures > 0 and not outage.probing and not self._closed
         if probe:
             start_background(self._probe, f"pool-probe-{self.name}")
-        state = Readiness(True, "ready", pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting,
-                          max_waiting=bound, maxwait_s=round(max(0.0, now - oldest), 3))
         if self._closed:
-            return replace(state, ready=False, reason=f"pool {self.name!r} is closed (the process is shutting down)")
-        if down_since is not None:
-            down_for = max(0.0, now - down_since)
-            return replace(state, ready=False, reason=f"database unavailable for {down_for:.1f}s ({failures} failed "
-                                                      f"connects in a row: {error})",
-                           unavailable_for_s=round(down_for, 3), unavailable_since=time.time() - down_for,
-                           last_error=error)
-        if waiting > bound:
-            return replace(state, ready=False, reason=f"pool {self.name!r} saturated: {waiting} callers waiting "
-                                                      f"(more than {bound}), {in_use} of {self.config.size} in use")
-        return state
+            ready, reason = False, f"pool {self.name!r} is closed (the process is shutting down)"
+        elif ready:
+            reason = "ready" if not against else \
+                f"ready; {against} of {READINGS} readings in a row saw: {problem or last_problem}"
+        else:
+            reason = problem or f"{last_problem}; {against} of {READINGS} readings in a row found it serving again"
+        return Readiness(
+            ready, reason, pool=self.name, size=size, in_use=in_use, waiting=waiting,
+            maxwait_s=round(max(0.0, now - oldest), 3), stuck_for_s=round(stuck_for, 3), stuck_after_s=bound,
+            readings_against=against,
+            unavailable_for_s=None if down_for is None else round(down_for, 3),
+            unavailable_since=None if down_for is None else time.time() - down_for, last_error=error)
 
     def _probe(self) -> None:
         """One connect attempt into a free slot while the database is marked down, whatever the back-off says; the
         connection, if it opens, stays idle for the next caller."""
         placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
         with self._lock:
-            if (self._closed or self._probing or not self._connect_failures
+            if (self._closed or self._outage.probing or not self._outage.failures
                     or len(self._leases) >= self.config.size):
                 return
-            self._probing = True
+            self._outage.probing = True
             self._leases[id(placeholder)] = placeholder
         record: _Record | None = None
         try:
@@ -615,7 +712,8 @@ class ConnectionPool:
             if granted:
                 self._hand_back(waiter.lease, waiter.record)
             raise
-        waited = max(0.0, self._clock() - waiter.since)
+        now = self._clock()
+        waited = max(0.0, now - waiter.since)
         with self._lock:
             granted = waiter.granted
             if not granted and waiter in self._waiters:
@@ -623,8 +721,11 @@ class ConnectionPool:
             waiting, in_use = len(self._waiters), len(self._leases)
             self._counters[S.WAITS] += 1
             self._counters[S.WAIT_MS] += waited * 1000.0
-            if not granted and not self._closed:
+            if granted:
+                self._moved_at = now
+            elif not self._closed:
                 self._counters[S.TIMEOUTS] += 1
+                self._turned_away_at = now
         if self.wait_observers:
             _notify(self.wait_observers, waited, granted)
         if granted:
@@ -814,20 +915,20 @@ class ConnectionPool:
 
     def _connect(self, probe_claimed: bool = False) -> _Record:
         now = self._clock()
+        outage = self._outage
         with self._lock:
-            failing = self._connect_failures > 0
-            refused = failing and not probe_claimed and (now < self._retry_at or self._probing)
-            if failing and not refused:
-                self._probing = True  # this caller is the one probe; everyone else fails fast meanwhile
+            refused = not probe_claimed and outage.holds_off(now)
+            if outage.failures and not refused:
+                outage.probing = True  # this caller is the one probe; everyone else fails fast meanwhile
         if refused:
             self._counters[S.UNAVAILABLE] += 1
             if self.refusal_observers:
                 _notify(self.refusal_observers, "unavailable")
-            wait = max(0.0, self._retry_at - now)
+            wait = max(0.0, outage.retry_at - now)
             raise DatabaseUnavailable(
-                f"pool {self.name!r}: the database at {self.target} is not answering ({self._last_connect_error}); "
-                f"{self._connect_failures} attempts failed in a row, the next one in {wait:.1f}s",
-                pool=self.name, retry_after=max(wait, _BACKOFF_FIRST),
+                f"pool {self.name!r}: the database at {self.target} is not answering ({outage.last_error}); "
+                f"{outage.failures} attempts failed in a row, the next one in {wait:.1f}s",
+                pool=self.name, retry_after=max(wait, _BACKOFF.first),
             )
         started = now
         try:
@@ -836,14 +937,9 @@ class ConnectionPool:
             self._counters[S.CONNECT_ERRORS] += 1
             failed_at = self._clock()
             with self._lock:
-                self._probing = False
+                outage.probing = False
                 if isinstance(exc, Exception):
-                    if not self._connect_failures:
-                        self._unavailable_since = failed_at
-                    self._connect_failures += 1
-                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self._connect_failures - 1))
-                    self._retry_at = self._clock() + delay * (1.0 - random.random() / 2)
-                    self._last_connect_error = _describe_error(exc)
+                    outage.failed_with(failed_at, _describe_error(exc))
             if self.connect_observers:
                 _notify(self.connect_observers, max(0.0, failed_at - started), exc)
             if not isinstance(exc, Exception):
@@ -852,13 +948,11 @@ class ConnectionPool:
             if self.refusal_observers:
                 _notify(self.refusal_observers, "unavailable")
             raise DatabaseUnavailable(
-                f"pool {self.name!r}: cannot open a connection to {self.target}: {self._last_connect_error}",
-                pool=self.name, retry_after=max(0.0, self._retry_at - self._clock()),
+                f"pool {self.name!r}: cannot open a connection to {self.target}: {outage.last_error}",
+                pool=self.name, retry_after=max(0.0, outage.retry_at - self._clock()),
             ) from exc
         with self._lock:
-            self._connect_failures = 0
-            self._probing = False
-            self._unavailable_since = None
+            outage.answered()
         if self._lifetime is None:
             # Below the server's wait_timeout, so the pool recycles a connection before the server kills it.
             wait_timeout = self._driver.server_wait_timeout(conn) or 28800.0
@@ -868,22 +962,22 @@ class ConnectionPool:
         self._counters[S.CONNECT_MS] += max(0.0, now - started) * 1000.0
         if self.connect_observers:
             _notify(self.connect_observers, max(0.0, now - started), None)
-        if self._unreported_connect_errors:
+        if outage.unreported:
             log.warning("pool %r: connecting to %s works again (%d more failures since the last report)", self.name,
-                        self.target, self._unreported_connect_errors)
-            self._unreported_connect_errors = 0
-        self._next_connect_report = float("-inf")
+                        self.target, outage.unreported)
+            outage.unreported = 0
+        outage.next_report = float("-inf")
         return _Record(conn, now, self._lifetime)
 
     def _report_connect_error(self, exc: Exception) -> None:
         # One line per failed checkout would flood the log while the database is down; none would hide it.
         now = self._clock()
-        if now < self._next_connect_report:
-            self._unreported_connect_errors += 1
+        outage = self._outage
+        if now < outage.next_report:
+            outage.unreported += 1
             return
-        more = self._unreported_connect_errors
-        self._unreported_connect_errors = 0
-        self._next_connect_report = now + _CONNECT_ERROR_LOG_INTERVAL
+        more, outage.unreported = outage.unreported, 0
+        outage.next_report = now + _CONNECT_ERROR_LOG_INTERVAL
         log.error("pool %r: cannot open a connection to %s: %s%s", self.name, self.target, _describe_error(exc),
                   f" ({more} more failures since the last report)" if more else "")
 
@@ -957,7 +1051,7 @@ class ConnectionPool:
         how many were opened; a failed connect ends the round (``quiet``) or raises."""
         opened = 0
         while True:
-            if quiet and self._connect_failures and (self._clock() < self._retry_at or self._probing):
+            if quiet and self._outage.holds_off(self._clock()):
                 return opened  # the database is not answering: wait for the back-off, like everyone else
             placeholder = Lease(self, weakref.ref(_current_owner()), self._clock(), [], self._generation)
             with self._lock:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .abc import Clock
+from .backoff import Backoff, Streak
 from .errors import ConfigError
 
 DEFAULT_PORT = 3306
@@ -20,9 +21,9 @@ _LIST_SHAPE = ("expected host, host:port or [IPv6 address]:port, several separat
                "db1:3307,db2,[::1]:3308")
 
 # A host that failed is skipped this long, doubling per failure up to the cap, so that a dead node costs one attempt
-# per back-off and not one per connect (a blackholed host would cost connect_timeout each time).
-HOST_BACKOFF_FIRST = 1.0
-HOST_BACKOFF_CAP = 10.0
+# per back-off and not one per connect (a blackholed host would cost connect_timeout each time). No jitter: the order
+# of a list is this process's own business, and a skipped host costs no other process anything.
+HOST_BACKOFF = Backoff(first=1.0, cap=10.0)
 
 
 class Host(NamedTuple):
@@ -121,28 +122,33 @@ class HostBackoff:
     """Which hosts of a list a connect tries, in order: as listed, but one that failed is skipped for its back-off,
     unless every host is backing off; then the one whose back-off ends first is tried."""
 
-    def __init__(self, hosts: HostList, clock: Clock = time.monotonic) -> None:
+    def __init__(self, hosts: HostList, clock: Clock = time.monotonic, backoff: Backoff = HOST_BACKOFF) -> None:
         self.hosts = hosts
-        self.failures: dict[Host, int] = {}  # failures in a row, of the hosts that failed last time they were tried
-        self._retry_at: dict[Host, float] = {}
+        self._streaks: dict[Host, Streak] = {}  # the hosts that failed the last time they were tried
         self._clock = clock
+        self._backoff = backoff
+
+    @property
+    def failures(self) -> dict[Host, int]:
+        """Failures in a row, of the hosts that failed the last time they were tried."""
+        return {host: streak.failures for host, streak in self._streaks.items()}
 
     def order(self) -> list[Host]:
         now = self._clock()
-        ready = [host for host in self.hosts if self._retry_at.get(host, 0.0) <= now]
-        return ready or sorted(self.hosts, key=lambda host: self._retry_at.get(host, 0.0))[:1]
+        ready = [host for host in self.hosts if self._retry_at(host) <= now]
+        return ready or sorted(self.hosts, key=self._retry_at)[:1]
+
+    def _retry_at(self, host: Host) -> float:
+        streak = self._streaks.get(host)
+        return streak.retry_at if streak is not None else float("-inf")
 
     def failed(self, host: Host) -> tuple[int, float]:
         """Count a failure of `host`: (its failures in a row, its back-off in seconds)."""
-        failures = self.failures.get(host, 0) + 1
-        self.failures[host] = failures
-        delay = min(HOST_BACKOFF_CAP, HOST_BACKOFF_FIRST * 2 ** (failures - 1))
-        self._retry_at[host] = self._clock() + delay
-        return failures, delay
+        streak = self._streaks.setdefault(host, Streak(self._backoff))
+        delay = streak.failed(self._clock())
+        return streak.failures, delay
 
     def answered(self, host: Host) -> bool:
         """`host` connected: forget its failures. True if it had failed before (it answers again)."""
-        if not self.failures.pop(host, 0):
-            return False
-        self._retry_at.pop(host, None)
-        return True
+        streak = self._streaks.pop(host, None)
+        return streak is not None and streak.clear() > 0

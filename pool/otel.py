@@ -12,8 +12,10 @@ Metrics (names and units of the semantic conventions, each with `db.client.conne
   nothing on the hot path.
 - `db.client.connection.create_time`, `.wait_time`, `.use_time`: histograms in seconds, recorded from the pools'
   observers as connects, waits and returns happen, with buckets from 1 ms to the pool timeout. `wait_time` has a
-  sample for each checkout that queued for a slot (granted or timed out); one that found a free slot waited for
-  nothing and records none, so the histogram is empty while the pool is not saturated.
+  sample for every caller that got a slot or gave up waiting, as the conventions define it (the time to obtain a
+  connection, for every request): the time queued, or 0 for a checkout that found a slot free (in a bucket of its
+  own, bound 0). The pools only count those (an observer call per checkout would cost more than the checkout); their
+  zeros are recorded at each collection, before the SDK reads the histograms, and every second in between.
 
 Under gunicorn each worker is a process with its own pools and its own SDK: each reports its own values under its own
 resource (`process.pid`, `service.instance.id`), and the backend adds them up per pool name, as a Prometheus scrape of
@@ -27,20 +29,29 @@ caller (the request's, with a web framework's instrumentation), recorded when th
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from . import stats as S
+from .background import start_background
 from .core import ConnectionPool, subscribe_pools
-from .stats import process_buckets
+from .stats import process_buckets, wait_buckets
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
 OUTCOME = "pool.outcome"
 SCOPE = "django-gevent-mysql-pool"
+# How often the waits of 0 are recorded between collections: an exporter collects once a minute by default, and a
+# minute of checkouts recorded at once would hold the worker's hub for as long as it takes (~10 µs a sample).
+ZERO_WAIT_INTERVAL = 1.0
+
+log = logging.getLogger("pool.otel")
 
 _instrumented: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
 _instruments: _Instruments | None = None
@@ -62,6 +73,9 @@ class _Instruments:
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         buckets = list(process_buckets())
+        self._zero_waits: weakref.WeakKeyDictionary[ConnectionPool, float] = weakref.WeakKeyDictionary()
+        self._zero_waits_lock = threading.Lock()
+        self._zero_waits_pid = 0
 
         def gauge(read: Any) -> Any:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -69,9 +83,16 @@ class _Instruments:
                         for pool in list(_instrumented) for value, extra in read(pool)]
             return callback
 
+        connection_count = gauge(lambda p: [(_in(p, S.IDLE), {STATE: "idle"}), (_in(p, S.IN_USE), {STATE: "used"})])
+
+        def count_after_zero_waits(options: CallbackOptions) -> Iterable[Observation]:
+            # The SDK runs every callback of a collection before it reads the histograms: the zeros recorded here are
+            # in this collection's wait_time.
+            self.record_zero_waits()
+            return connection_count(options)  # type: ignore[no-any-return]
+
         meter.create_observable_up_down_counter(
-            "db.client.connection.count", [gauge(lambda p: [(_in(p, S.IDLE), {STATE: "idle"}),
-                                                            (_in(p, S.IN_USE), {STATE: "used"})])],
+            "db.client.connection.count", [count_after_zero_waits],
             unit="{connection}", description="The number of connections that are currently in state described by "
                                              "the state attribute.")
         meter.create_observable_up_down_counter(
@@ -96,11 +117,35 @@ class _Instruments:
         self.wait_time = meter.create_histogram(
             "db.client.connection.wait_time", unit="s",
             description="The time it took to obtain an open connection from the pool.",
-            explicit_bucket_boundaries_advisory=buckets)
+            explicit_bucket_boundaries_advisory=list(wait_buckets()))
         self.use_time = meter.create_histogram(
             "db.client.connection.use_time", unit="s",
             description="The time between borrowing a connection and returning it to the pool.",
             explicit_bucket_boundaries_advisory=buckets)
+
+    def record_zero_waits(self) -> None:
+        """A wait_time of 0 for each checkout that found a slot free since the last call (the pools count them rather
+        than call an observer). The first call in a process starts a loop that calls it every ZERO_WAIT_INTERVAL."""
+        with self._zero_waits_lock:
+            if self._zero_waits_pid != os.getpid():  # a forked child: its pools count from 0 again
+                self._zero_waits_pid = os.getpid()
+                self._zero_waits.clear()
+                start_background(self._record_zero_waits_forever, "pool-otel-zero-waits")
+            for pool in list(_instrumented):
+                immediate = _in(pool, S.IMMEDIATE)
+                attributes = {POOL_NAME: pool.name}
+                for _ in range(int(immediate - self._zero_waits.get(pool, 0.0))):
+                    self.wait_time.record(0.0, attributes)
+                self._zero_waits[pool] = immediate
+
+    def _record_zero_waits_forever(self) -> None:
+        pid = os.getpid()
+        while os.getpid() == pid:  # a fork copies a sleeping greenlet into the child: only this process runs it
+            time.sleep(ZERO_WAIT_INTERVAL)
+            try:
+                self.record_zero_waits()
+            except Exception:  # the loop must outlive one bad round (an SDK error); the next one retries
+                log.exception("pool.otel: recording the waits of 0 failed; retrying in %gs", ZERO_WAIT_INTERVAL)
 
     def observe(self, pool: ConnectionPool) -> None:
         from opentelemetry.trace import Status, StatusCode

@@ -57,6 +57,8 @@ CONNECT_ERRORS = _stat("connect_errors", "counter", "failed attempts to open a c
 UNAVAILABLE = _stat("unavailable", "counter", "callers refused at once, without a connection attempt, while the "
                                               "database was not answering (DatabaseUnavailable)")
 CONNECT_MS = _stat("connect_ms", "counter", "time spent opening connections, in milliseconds")
+IMMEDIATE = _stat("immediate", "counter", "callers that found a free slot at once, without queueing: each is a wait of "
+                                        "0 in the wait histograms")
 WAITS = _stat("waits", "counter", "checkouts that had to queue for a slot")
 WAIT_MS = _stat("wait_ms", "counter", "time callers spent queued, in milliseconds")
 TIMEOUTS = _stat("timeouts", "counter", "callers that gave up waiting (PoolTimeout)")
@@ -98,3 +100,10 @@ def process_buckets() -> tuple[float, ...]:
     from .settings import resolve_config
 
     return duration_buckets(resolve_config().timeout)
+
+
+def wait_buckets() -> tuple[float, ...]:
+    """The wait histograms' buckets: this process's, after one of their own at 0 for the callers that found a slot
+    free. Without it those would share 0-1 ms with short queues, and a quantile interpolated there reads up to 1 ms
+    for a pool nobody queued for; with it, a p99 of 0 says that 99 % of the checkouts waited for nothing."""
+    return (0.0, *process_buckets())

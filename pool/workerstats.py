@@ -27,7 +27,7 @@ from typing import Any
 
 from .background import start_background
 from .core import ConnectionPool, all_pools, subscribe_pools, unsubscribe_pools
-from .stats import SIZE, TABLE, Combine, process_buckets
+from .stats import IMMEDIATE, SIZE, TABLE, Combine, wait_buckets
 
 log = logging.getLogger("pool.workerstats")
 
@@ -51,19 +51,25 @@ def _now() -> float:
 
 
 def this_process() -> dict[str, Any]:
-    """This process's snapshot: its pid, every pool's statistics by pool name, and how many of its waits fell in each
-    bucket (per pool, bounds in `overview()["wait_bounds"]`; the last count is for waits past the last bound), for the
-    status page's wait p99."""
+    """This process's snapshot: its pid, every pool's statistics by pool name, and how many of its callers' waits fell
+    in each bucket (per pool, bounds in `overview()["wait_bounds"]`; the last count is for waits past the last bound),
+    for the status page's wait p99. Every caller that got a slot or gave up is in the buckets, those that found a slot
+    free as a wait of 0, so that the page's p99 is the p99 /metrics and OpenTelemetry give."""
     _track_waits()
-    return {"pid": os.getpid(), "at": _now(), "pools": {pool.name: pool.stats() for pool in all_pools()},
+    stats = {}
+    for pool in all_pools():
+        stats[pool.name] = figures = pool.stats()
+        _count_zero_waits(pool, figures)
+    return {"pid": os.getpid(), "at": _now(), "pools": stats,
             "wait_buckets": {name: list(counts) for name, counts in _wait_buckets.items()}}
 
 
-# Seconds: the upper bounds of the wait buckets the snapshots count (1 ms to the pool timeout, as /metrics has them),
-# read when the process starts counting: in a worker, after the conf set the timeout.
+# Seconds: the upper bounds of the wait buckets the snapshots count (0, then 1 ms to the pool timeout, as /metrics has
+# them), read when the process starts counting: in a worker, after the conf set the timeout.
 _wait_bounds: tuple[float, ...] = ()
 _wait_buckets: dict[str, list[int]] = {}
 _counted: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+_zero_waits: weakref.WeakKeyDictionary[ConnectionPool, float] = weakref.WeakKeyDictionary()  # already in bucket 0
 _tracking_pid = 0
 
 
@@ -71,8 +77,9 @@ def _track_waits() -> None:
     global _tracking_pid, _wait_bounds
     if _tracking_pid != os.getpid():  # once per process: a forked child counts its own pools' waits from zero
         _tracking_pid = os.getpid()
-        _wait_bounds = process_buckets()
+        _wait_bounds = wait_buckets()
         _wait_buckets.clear()
+        _zero_waits.clear()
         unsubscribe_pools(_count_waits)  # inherited from the parent, if it counted too
         subscribe_pools(_count_waits)
 
@@ -92,6 +99,15 @@ def _count_waits(pool: ConnectionPool) -> None:
         counts[index] += 1
 
     pool.wait_observers.append(waited)
+
+
+def _count_zero_waits(pool: ConnectionPool, figures: dict[str, float | int]) -> None:
+    """The checkouts that found a slot free since the last snapshot, into the first bucket: the pool counts them
+    (`immediate`) instead of calling the observer above."""
+    immediate = figures[IMMEDIATE]
+    counts = _wait_buckets.setdefault(pool.name, [0] * (len(_wait_bounds) + 1))
+    counts[0] += int(immediate - _zero_waits.get(pool, 0))
+    _zero_waits[pool] = immediate
 
 
 def _pid_alive(pid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.mariadb import PrivateMariaDB
-from harness.tools import ROOT, Gunicorn, wait_until
+from harness.tools import ROOT, Gunicorn, run_script, wait_until
 
 
 def metric(text: str, name: str) -> float:
@@ -115,3 +116,35 @@ def test_metrics_and_the_pool_view_carry_every_statistic_of_the_table(site_db: P
             metric(text, metric_name(stat.name))
         elif stat.kind == "counter":
             metric(text, metric_name(stat.name) + "_total")
+
+
+ZERO_WAITS_SCRIPT = """
+    import json, os, re
+    from pool import ConnectionPool, PoolConfig
+    from pool.metrics import render
+
+    def wait_series(text):
+        found = {}
+        for name, labels, value in re.findall(r'^mysql_pool_(wait_seconds_count|wait_seconds_sum|checkouts_total)'
+                                              r'\\{([^}]*)\\} (\\S+)$', text, re.MULTILINE):
+            if 'pool="zero-waits"' in labels:
+                found[name + ("/timeout" if 'outcome="timeout"' in labels else "")] = float(value)
+        return found
+
+    pool = ConnectionPool(json.loads(os.environ["KIT_CONNECT_KWARGS"]), PoolConfig(size=2), name="zero-waits")
+    before = wait_series(render()[0].decode())
+    for _ in range(30):
+        pool.release(pool.acquire())
+    after = wait_series(render()[0].decode())
+    pool.close()
+    print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def test_the_wait_series_is_scraped_at_zero_before_any_checkout_and_counts_each_one(db: PrivateMariaDB) -> None:
+    out = run_script(ZERO_WAITS_SCRIPT, env={"KIT_CONNECT_KWARGS": json.dumps(db.app_connect_kwargs())})
+    print(f"\n/metrics before any checkout: {out['before']}; after 30 that never queued: {out['after']}")
+    assert out["before"] == {"wait_seconds_count": 0, "wait_seconds_sum": 0, "wait_seconds_count/timeout": 0,
+                             "wait_seconds_sum/timeout": 0, "checkouts_total": 0}
+    assert out["after"]["wait_seconds_count"] == out["after"]["checkouts_total"] == 30
+    assert out["after"]["wait_seconds_sum"] == 0 and out["after"]["wait_seconds_count/timeout"] == 0

@@ -5,6 +5,7 @@ OpenTelemetry instrumentation on, the kit's queries as spans."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,8 @@ def test_semantic_convention_instruments_and_spans_from_every_worker(site_db: Pr
     for pid in sorted(workers):
         quiet, loaded = calm_readings[pid], busy_readings[pid]
         check_counts(quiet)
-        assert not points(quiet, "db.client.connection.wait_time") or value(quiet, "db.client.connection.wait_time") \
-            == 0, "a pool that was never saturated has no wait samples"
+        # Never saturated: every checkout found a slot free, a wait of 0 each.
+        assert value(quiet, "db.client.connection.wait_time") == quiet["pools"]["default"]["checkouts"]
         assert quiet["pools"]["default"]["waits"] == 0
         seen = check_counts(loaded)
         stats = loaded["pools"]["default"]
@@ -114,9 +115,10 @@ def test_semantic_convention_instruments_and_spans_from_every_worker(site_db: Pr
         for key in ("checkouts", "connects", "waits", "timeouts"):
             assert by_pid[pid][key] == stats[key], (pid, key)
         wait = points(loaded, "db.client.connection.wait_time")[0]
-        assert wait["count"] == stats["waits"] > 0
+        assert wait["count"] == stats["immediate"] + stats["waits"] == stats["checkouts"] + stats["timeouts"]
+        assert stats["waits"] > 0 and wait["buckets"][0] == stats["immediate"]
         assert wait["sum"] * 1000 == pytest.approx(stats["wait_ms"], abs=5)
-        assert wait["bounds"][0] == 0.001 and wait["bounds"][-1] == 2.0, "1 ms up to POOL_TIMEOUT"
+        assert wait["bounds"][:2] == [0.0, 0.001] and wait["bounds"][-1] == 2.0, "0, then 1 ms up to POOL_TIMEOUT"
         assert seen["db.client.connection.timeouts"] == stats["timeouts"]
         spans = loaded["spans"]
         waits = [s for s in spans if s["name"] == "pool.wait"]
@@ -139,3 +141,54 @@ def test_semantic_convention_instruments_and_spans_from_every_worker(site_db: Pr
     # PyMySQL's instrumentation sees the kit's queries: every slow request served is one SLEEP span, in some worker.
     assert sleep_spans == busy["ok"] + slow["statuses"].get("200", 0)
     assert total_timeouts == slow["statuses"].get("503", 0) > 0
+
+
+def scraped(text: str, name: str) -> float:
+    """`name` of pool "default" in a /metrics text, every worker and outcome added up."""
+    series = re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE)
+    values = [float(v) for labels, v in series if 'pool="default"' in labels]
+    assert values, f"{name} missing from /metrics"
+    return sum(values)
+
+
+def test_every_checkout_is_a_wait_sample_in_opentelemetry_and_in_metrics(site_db: PrivateMariaDB,
+                                                                          tmp_path: Path) -> None:
+    server = Gunicorn(site_db, conf="tests/otel_gunicorn.conf.py", POOL_OTEL="1", KIT_OTEL_DIR=str(tmp_path)).start()
+    try:
+        first = server.get("/metrics")[2].decode()
+        # One client, one request at a time: no checkout ever queues.
+        calm = server.load(clients=1, requests=30, paths="/select1/", keepalive_share=1.0)
+        otel = settled(server, tmp_path, time.monotonic())
+        scrape: dict[str, str] = {}
+
+        def copied() -> bool:  # each worker copies its figures once a second; the one answering, at the scrape
+            scrape["text"] = server.get("/metrics")[2].decode()
+            return scraped(scrape["text"], "mysql_pool_checkouts_total") >= \
+                scraped(first, "mysql_pool_checkouts_total") + 30
+
+        assert wait_until(copied, timeout=20, interval=0.2)
+        text = scrape["text"]
+    finally:
+        server.stop()
+    checkouts = scraped(text, "mysql_pool_checkouts_total")
+    count = scraped(text, "mysql_pool_wait_seconds_count")
+    per_worker = {pid: (value(r, "db.client.connection.wait_time"), r["pools"]["default"]["checkouts"])
+                  for pid, r in otel.items()}
+    print(f"\nfirst scrape: wait count {scraped(first, 'mysql_pool_wait_seconds_count'):.0f} for "
+          f"{scraped(first, 'mysql_pool_checkouts_total'):.0f} checkouts; after 30 requests: /metrics wait count "
+          f"{count:.0f} for {checkouts:.0f} checkouts; OpenTelemetry (count, checkouts) per worker: {per_worker}")
+    assert calm["failed"] == 0 and calm["statuses"] == {"200": 30}
+    # From the first scrape on, the wait histogram has a sample for each checkout (the warm start's, the harness's
+    # /healthz), all in the bucket at 0.
+    assert scraped(first, "mysql_pool_wait_seconds_count") == scraped(first, "mysql_pool_checkouts_total") > 0
+    assert count == checkouts == scraped(text, "mysql_pool_immediate_total")
+    assert scraped(text, "mysql_pool_waits_total") == 0 and scraped(text, "mysql_pool_wait_seconds_sum") == 0
+    zero_bucket = sum(float(v) for v in re.findall(r'^mysql_pool_wait_seconds_bucket\{[^}]*le="0\.0"[^}]*\} (\S+)$',
+                                                   text, re.MULTILINE))
+    assert zero_bucket == count
+    assert sum(r["pools"]["default"]["checkouts"] for r in otel.values()) == checkouts
+    for reading in otel.values():
+        stats = reading["pools"]["default"]
+        wait = points(reading, "db.client.connection.wait_time")[0]
+        assert wait["count"] == stats["checkouts"] == stats["immediate"] and stats["waits"] == 0
+        assert wait["sum"] == 0 and wait["bounds"][:2] == [0.0, 0.001] and wait["buckets"][0] == wait["count"]

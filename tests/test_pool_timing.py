@@ -40,10 +40,11 @@ def test_wait_and_use_histograms_hold_every_workers_checkouts(site_db: PrivateMa
             text = server.get("/metrics")[2].decode()
             total = view["total"]["default"]
             readings.update(view=view, text=text)
-            # Nothing lent out, and every return observed: the histograms count what the snapshots count.
+            # Nothing lent out, and every return observed: the histograms count what the snapshots count, the wait
+            # histogram every caller (a wait of 0 for each that found a slot free).
             return (total["in_use"] == 0 and sample(text, "mysql_pool_use_seconds_count", pool="default")
                     == total["checkouts"] and sample(text, "mysql_pool_wait_seconds_count", pool="default")
-                    == total["waits"])
+                    == total["immediate"] + total["waits"])
 
         assert wait_until(settled, timeout=20, interval=0.3), (readings.get("view"), str(readings.get("text"))[-3000:])
     finally:
@@ -69,6 +70,8 @@ def test_wait_and_use_histograms_hold_every_workers_checkouts(site_db: PrivateMa
     assert use_sum * 1000 == pytest.approx(view["total"]["default"]["usage_ms"], abs=5)
     assert largest_bucket == 10.0, "the buckets end at the pool timeout (10 s by default)"
     assert 'le="0.001"' in text
+    assert sample(text, "mysql_pool_wait_seconds_bucket", pool="default", le="0.0") == view["total"]["default"][
+        "immediate"], "the bucket at 0 holds exactly the checkouts that did not queue"
 
 
 def _slow_request(server: Gunicorn, seconds: float) -> threading.Thread:

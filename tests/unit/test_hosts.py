@@ -99,3 +99,10 @@ def test_the_django_engine_names_host_in_improperly_configured() -> None:
     """)
     assert out["improperly_configured"].startswith(
         "DATABASES['default']: HOST has a port that is not a number from 1 to 65535")
+
+
+def test_a_host_that_failed_thousands_of_times_backs_off_for_the_cap() -> None:
+    db1, db2 = hosts = HostList.parse("db1,db2")
+    backoff = HostBackoff(hosts, FakeClock())
+    assert [backoff.failed(db1)[1] for _ in range(1100)][-1] == 10.0
+    assert backoff.order() == [db2]

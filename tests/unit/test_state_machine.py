@@ -585,7 +585,7 @@ def test_while_the_database_is_down_callers_fail_fast_and_one_probe_finds_it_bac
     assert driver.connect_attempts == 1 and pool.stats()[S.UNAVAILABLE] == 50
     delays = []
     for _ in range(6):  # the back-off doubles up to its cap of a second
-        delays.append(pool._retry_at - clock.now)
+        delays.append(pool._outage.retry_at - clock.now)
         clock.advance(1.01)
         with pytest.raises(DatabaseUnavailable):
             pool.acquire()
@@ -606,7 +606,7 @@ def test_only_one_probe_at_a_time_while_others_fail_fast() -> None:
     with pytest.raises(DatabaseUnavailable):
         pool.acquire()
     clock.advance(2)
-    pool._probing = True  # as if another caller's probe were under way right now
+    pool._outage.probing = True  # as if another caller's probe were under way right now
     with pytest.raises(DatabaseUnavailable, match="not answering"):
         pool.acquire()
     assert driver.connect_attempts == 1
@@ -663,3 +663,17 @@ def test_a_pool_told_to_keep_no_idle_closes_what_comes_back_until_the_next_fork(
     pool.release(pool.acquire())
     pool.maintain()
     assert pool.stats()[S.IDLE] == 1
+
+
+def test_a_database_down_for_thousands_of_attempts_still_fails_fast_at_the_cap() -> None:
+    # 2 ** 1024 does not fit in a float: the doubling must stop at the cap, not at the 1025th failure.
+    pool, driver, clock = make_pool(size=1)
+    driver.connect_error = FakeDisconnect("(2003) Can't connect")
+    for _ in range(1100):
+        clock.advance(1.01)  # past the cap: every acquire is an attempt
+        with pytest.raises(DatabaseUnavailable):
+            pool.acquire()
+    assert driver.connect_attempts == 1100
+    with pytest.raises(DatabaseUnavailable, match="not answering") as refused:
+        pool.acquire()  # within the back-off that followed the last attempt
+    assert 0 < refused.value.retry_after <= 1.0

@@ -457,9 +457,6 @@ class ConnectionPool:
             if len(self._leases) < self.config.size and not self._waiters:
                 self._leases[id(lease)] = lease
                 record = self._idle.pop() if self._idle else None
-                # A wait of 0, counted, not observed: the exporters add these to the wait histograms when they are
-                # read, so a checkout that queues for nothing costs one increment, not an observer call.
-                self._counters[S.IMMEDIATE] += 1
                 self._moved_at = now
             elif self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
                 rejected_at = (len(self._leases), len(self._waiters))
@@ -491,7 +488,13 @@ class ConnectionPool:
             self._hand_back(lease, None)
             raise
         lease._record = record
-        self._counters[S.CHECKOUTS] += 1
+        counters = self._counters
+        counters[S.CHECKOUTS] += 1
+        if waiter is None:
+            # A wait of 0, counted, not observed: the exporters add these to the wait histograms when they are read,
+            # so a checkout that queued for nothing costs one increment, not an observer call. Counted with the
+            # checkout itself, so that figures copied meanwhile never show one without the other.
+            counters[S.IMMEDIATE] += 1
         return lease
 
     def borrowing(self, borrower: Borrower) -> Any:

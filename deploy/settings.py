@@ -51,6 +51,9 @@ MIDDLEWARE = [
 POOL_BODY_TIMEOUT = float(os.environ.get("KIT_BODY_TIMEOUT", "30"))
 # Server-Timing: pool;dur=<ms queued for connections> on every response (PoolMiddleware); KIT_SERVER_TIMING=0 drops it.
 POOL_SERVER_TIMING = os.environ.get("KIT_SERVER_TIMING", "1") != "0"
+# /readyz calls a pool stuck when no caller has got a connection for this many seconds while all are in use and callers
+# wait; unset (KIT_READY_STUCK_AFTER empty), the pool's timeout. A long queue that moves is ready (docs/deploy.md).
+POOL_READY_STUCK_AFTER = float(os.environ["KIT_READY_STUCK_AFTER"]) if os.environ.get("KIT_READY_STUCK_AFTER") else None
 ROOT_URLCONF = "deploy.urls"
 WSGI_APPLICATION = "deploy.wsgi.application"
 USE_TZ = True

@@ -24,7 +24,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import stats as S
@@ -51,6 +51,11 @@ _CONNECT_ERROR_LOG_INTERVAL = 10.0
 # After a failed connect, the next attempt waits this long, doubling per failure up to the cap, jittered down by up to
 # half so that workers do not probe in step. The cap is what bounds recovery: back within a second of the server.
 _BACKOFF = Backoff(first=0.1, cap=1.0, jitter=0.5)
+# Readiness turns only after this many readings in a row saw otherwise, each at least READING_INTERVAL seconds after
+# the one before that counted: a moment's problem never takes a worker out of rotation, nor does a moment's relief bring
+# it back, and a burst of probes (kubelet, a load balancer and a person at once) is one reading, not three.
+READINGS = 3
+READING_INTERVAL = 1.0
 
 
 def _new_event() -> Any:
@@ -201,7 +206,7 @@ class _Waiter:
 
 @dataclass(frozen=True)
 class Readiness:
-    """`ConnectionPool.readiness()`: whether the pool can serve a caller now, and if not, why."""
+    """`ConnectionPool.readiness()`: whether this process should be sent callers, and why not."""
 
     ready: bool
     reason: str
@@ -209,14 +214,49 @@ class Readiness:
     size: int
     in_use: int
     waiting: int
-    max_waiting: int
     maxwait_s: float
+    # How long no caller has got a connection while every one was in use and callers needed one (0: it moves, or
+    # nobody needs one), and the bound past which a reading calls the pool stuck.
+    stuck_for_s: float
+    stuck_after_s: float
+    # Readings in a row (READING_INTERVAL apart) that saw otherwise than `ready`; at READINGS it turns.
+    readings_against: int = 0
     unavailable_for_s: float | None = None
     unavailable_since: float | None = None  # wall-clock time (time.time()) of the first failed connect in a row
     last_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _Verdict:
+    """A pool's readiness and the readings that may turn it (see READINGS)."""
+
+    __slots__ = ("ready", "against", "last_reading", "problem")
+
+    def __init__(self) -> None:
+        self.ready: bool | None = None  # no reading yet
+        self.against = 0
+        self.last_reading = float("-inf")
+        self.problem = ""  # what the last reading that saw a problem saw
+
+    def read(self, now: float, problem: str) -> bool:
+        """A reading at `now` that saw `problem` ("" for none); one closer than READING_INTERVAL to the last that
+        counted does not count. Returns whether it counted."""
+        if now - self.last_reading < READING_INTERVAL:
+            return False
+        self.last_reading = now
+        if problem:
+            self.problem = problem
+        if self.ready is None:
+            self.ready = not problem  # a new process has no verdict to hold on to: its first reading decides
+        elif self.ready == bool(problem):
+            self.against += 1
+            if self.against >= READINGS:
+                self.ready, self.against = not problem, 0
+        else:
+            self.against = 0
+        return True
 
 
 class _Maintenance:
@@ -327,6 +367,11 @@ class ConnectionPool:
         self._maintenance: _Maintenance | None = None
         # Fail-fast state while the database does not answer: one probe at a time, after a back-off.
         self._outage = _Outage()
+        # For readiness: when a caller last got a slot, and when one last was turned away (gave up waiting, or
+        # max_waiting refused it), on the pool's clock.
+        self._moved_at = self._clock()
+        self._turned_away_at = float("-inf")
+        self._verdict = _Verdict()
         self._drained: Any = None
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -356,9 +401,11 @@ class ConnectionPool:
                 # A wait of 0, counted, not observed: the exporters add these to the wait histograms when they are
                 # read, so a checkout that queues for nothing costs one increment, not an observer call.
                 self._counters[S.IMMEDIATE] += 1
+                self._moved_at = now
             elif self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
                 rejected_at = (len(self._leases), len(self._waiters))
                 self._counters[S.REJECTED] += 1
+                self._turned_away_at = now
             else:
                 waiter = _Waiter(lease, now)
                 self._waiters.append(waiter)
@@ -428,40 +475,59 @@ class ConnectionPool:
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in counters.items()},
         }
 
-    def readiness(self, max_waiting: int | None = None) -> Readiness:
-        """Whether this pool can serve a caller now, read from its own state: no connection is taken and nothing is
-        sent to the server. Not ready while the database does not answer (the fail-fast state), nor while more than
-        ``max_waiting`` callers queue (default: the pool's size, a queue longer than the pool itself).
+    def readiness(self, stuck_after: float | None = None) -> Readiness:
+        """Whether this process should be sent callers, read from the pool's own state: no connection is taken and
+        nothing is sent to the server.
 
-        While the database is marked down this also starts one connect attempt in the background (one at a time,
-        outside the back-off), so that a worker no traffic reaches (a load balancer sends none to a worker that is
-        not ready) learns of the database's return at its next readiness check."""
+        Each reading looks for a problem: the database does not answer (the fail-fast state), or the pool is stuck:
+        every slot in use, callers waiting or turned away since, and no caller has got a connection for
+        ``stuck_after`` seconds (default: the pool's timeout, after which every caller queued meanwhile has failed).
+        A pool that is busy but moving has none, however long its queue. The answer turns only after READINGS readings
+        in a row, READING_INTERVAL apart, saw otherwise (a call in between reports the figures of the moment without
+        counting); the first reading in a process decides at once, and a closed pool is not ready at once.
+
+        While the database is marked down a reading that counts also starts one connect attempt in the background
+        (one at a time, outside the back-off), so that a worker no traffic reaches (a load balancer sends none to a
+        worker that is not ready) learns of the database's return by its readings."""
         if self._pid != os.getpid():
             self.reset_after_fork()
-        bound = self.config.size if max_waiting is None else max_waiting
+        bound = self.config.timeout if stuck_after is None else stuck_after
+        size = self.config.size
         now = self._clock()
         with self._lock:
             waiting, in_use = len(self._waiters), len(self._leases)
             oldest = self._waiters[0].since if self._waiters else now
             outage = self._outage
             down_since, failures, error = outage.since, outage.failures, outage.last_error
-            probe = failures > 0 and not outage.probing and not self._closed
+            needed = waiting > 0 or self._turned_away_at >= self._moved_at
+            stuck_for = max(0.0, now - self._moved_at) if in_use >= size and needed else 0.0
+            down_for = max(0.0, now - down_since) if down_since is not None else None
+            if down_for is not None:
+                problem = f"database unavailable for {down_for:.1f}s ({failures} failed connects in a row: {error})"
+            elif stuck_for >= bound:
+                problem = (f"pool {self.name!r} stuck: no caller got a connection for {stuck_for:.1f}s (the bound is "
+                           f"{bound:g}s), all {size} in use, {waiting} callers waiting")
+            else:
+                problem = ""
+            verdict = self._verdict
+            counted = verdict.read(now, problem)
+            ready, against, last_problem = bool(verdict.ready), verdict.against, verdict.problem
+            probe = counted and failures > 0 and not outage.probing and not self._closed
         if probe:
             start_background(self._probe, f"pool-probe-{self.name}")
-        state = Readiness(True, "ready", pool=self.name, size=self.config.size, in_use=in_use, waiting=waiting,
-                          max_waiting=bound, maxwait_s=round(max(0.0, now - oldest), 3))
         if self._closed:
-            return replace(state, ready=False, reason=f"pool {self.name!r} is closed (the process is shutting down)")
-        if down_since is not None:
-            down_for = max(0.0, now - down_since)
-            return replace(state, ready=False, reason=f"database unavailable for {down_for:.1f}s ({failures} failed "
-                                                      f"connects in a row: {error})",
-                           unavailable_for_s=round(down_for, 3), unavailable_since=time.time() - down_for,
-                           last_error=error)
-        if waiting > bound:
-            return replace(state, ready=False, reason=f"pool {self.name!r} saturated: {waiting} callers waiting "
-                                                      f"(more than {bound}), {in_use} of {self.config.size} in use")
-        return state
+            ready, reason = False, f"pool {self.name!r} is closed (the process is shutting down)"
+        elif ready:
+            reason = "ready" if not against else \
+                f"ready; {against} of {READINGS} readings in a row saw: {problem or last_problem}"
+        else:
+            reason = problem or f"{last_problem}; {against} of {READINGS} readings in a row found it serving again"
+        return Readiness(
+            ready, reason, pool=self.name, size=size, in_use=in_use, waiting=waiting,
+            maxwait_s=round(max(0.0, now - oldest), 3), stuck_for_s=round(stuck_for, 3), stuck_after_s=bound,
+            readings_against=against,
+            unavailable_for_s=None if down_for is None else round(down_for, 3),
+            unavailable_since=None if down_for is None else time.time() - down_for, last_error=error)
 
     def _probe(self) -> None:
         """One connect attempt into a free slot while the database is marked down, whatever the back-off says; the
@@ -564,7 +630,8 @@ class ConnectionPool:
             if granted:
                 self._hand_back(waiter.lease, waiter.record)
             raise
-        waited = max(0.0, self._clock() - waiter.since)
+        now = self._clock()
+        waited = max(0.0, now - waiter.since)
         with self._lock:
             granted = waiter.granted
             if not granted and waiter in self._waiters:
@@ -572,8 +639,11 @@ class ConnectionPool:
             waiting, in_use = len(self._waiters), len(self._leases)
             self._counters[S.WAITS] += 1
             self._counters[S.WAIT_MS] += waited * 1000.0
-            if not granted and not self._closed:
+            if granted:
+                self._moved_at = now
+            elif not self._closed:
                 self._counters[S.TIMEOUTS] += 1
+                self._turned_away_at = now
         if self.wait_observers:
             _notify(self.wait_observers, waited, granted)
         if granted:

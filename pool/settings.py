@@ -150,10 +150,19 @@ DEPLOYMENT_SETTINGS: tuple[Setting, ...] = (
             minimum=0.001, maximum=_DAY, read_from="django settings"),
     Setting("server_timing", bool, True, "PoolMiddleware adds Server-Timing: pool;dur=<ms> to every response: how long "
             "the request queued for pool connections (False: no header)", read_from="django settings"),
-    Setting("ready_max_waiting", int, None, "pool.django.readiness.readyz says 503 (saturated) while more callers than "
-            "this wait for a connection", minimum=0, maximum=1_000_000, allow_none=True,
-            read_from="django settings", default_doc="the pool size"),
+    Setting("ready_stuck_after", float, None, "pool.django.readiness.readyz sees a pool as stuck when no caller has "
+            "got a connection for this many seconds while all were in use and callers waited (or gave up); it answers "
+            "503 after 3 readings at least 1 s apart that saw it stuck, or saw the database down, and 200 again after "
+            "3 that did not. Replaces POOL_READY_MAX_WAITING (retired: a long queue that moves is ready)",
+            minimum=0.1, maximum=_DAY, allow_none=True, read_from="django settings", default_doc="the pool's timeout"),
 )
+
+# Deployment settings that no longer do anything, with what to do instead: a system check warns while one is set.
+RETIRED_SETTINGS: dict[str, str] = {
+    "POOL_READY_MAX_WAITING": "readyz no longer answers 503 for a long queue alone (under a spike every replica would "
+                              "leave rotation at once); it does when the pool is stuck: remove it, and set "
+                              "POOL_READY_STUCK_AFTER if the pool's timeout is not the bound you want",
+}
 
 DEPLOYMENT_BY_NAME: dict[str, Setting] = {s.name: s for s in DEPLOYMENT_SETTINGS}
 

@@ -165,6 +165,19 @@ def test_system_checks_name_bad_settings(site_db: PrivateMariaDB, options: dict[
         assert check_id in out["checks"]
 
 
+def test_a_retired_setting_is_a_check_warning_saying_what_replaced_it() -> None:
+    out = run_script("""
+        import json, django
+        from django.conf import settings
+        settings.configure(POOL_READY_MAX_WAITING=20, INSTALLED_APPS=["pool.django.apps.PoolAppConfig"])
+        django.setup()
+        from django.core import checks
+        print(json.dumps({"found": [[m.id, m.msg, m.hint] for m in checks.run_checks()]}))
+    """)["found"]
+    assert len(out) == 1 and out[0][0] == "pool.W003" and "POOL_READY_MAX_WAITING" in out[0][1]
+    assert "POOL_READY_STUCK_AFTER" in out[0][2]
+
+
 def test_pymysql_errors_stay_catchable_after_the_engine_loads() -> None:
     out = run_script("""
         import json, os, django

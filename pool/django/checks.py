@@ -38,3 +38,11 @@ def check_pooled_databases(app_configs: Any = None, **kwargs: Any) -> list[check
                 id="pool.W002", obj=alias,
             ))
     return messages
+
+
+@checks.register(checks.Tags.compatibility)
+def check_retired_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from ..settings import RETIRED_SETTINGS
+
+    return [checks.Warning(f"settings.{name} is set, but it no longer does anything.", hint=hint, id="pool.W003")
+            for name, hint in RETIRED_SETTINGS.items() if hasattr(settings, name)]

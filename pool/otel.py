@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import stats as S
@@ -77,7 +77,7 @@ class _Instruments:
         self._zero_waits_lock = threading.Lock()
         self._zero_waits_pid = 0
 
-        def gauge(read: Any) -> Any:
+        def gauge(read: Any) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
                 return [Observation(value, {POOL_NAME: pool.name, **extra})
                         for pool in list(_instrumented) for value, extra in read(pool)]
@@ -89,7 +89,7 @@ class _Instruments:
             # The SDK runs every callback of a collection before it reads the histograms: the zeros recorded here are
             # in this collection's wait_time.
             self.record_zero_waits()
-            return connection_count(options)  # type: ignore[no-any-return]
+            return connection_count(options)
 
         meter.create_observable_up_down_counter(
             "db.client.connection.count", [count_after_zero_waits],

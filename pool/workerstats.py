@@ -106,7 +106,7 @@ def _count_zero_waits(pool: ConnectionPool, figures: dict[str, float | int]) -> 
     (`immediate`) instead of calling the observer above."""
     immediate = figures[IMMEDIATE]
     counts = _wait_buckets.setdefault(pool.name, [0] * (len(_wait_bounds) + 1))
-    counts[0] += int(immediate - _zero_waits.get(pool, 0))
+    counts[0] += max(0, int(immediate - _zero_waits.get(pool, 0)))  # a pool that counts afresh adds nothing here
     _zero_waits[pool] = immediate
 
 

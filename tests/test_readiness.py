@@ -137,9 +137,8 @@ def test_readyz_stays_ready_while_busy_and_says_503_only_while_stuck_or_down(sit
     last_stuck = next(a for a in reversed(stuck) if a[0] == 503)
     print(f"\nbusy: {len(during_load)} readyz, all {sorted({s for s, _ in during_load})}, most waiting "
           f"{max(waiting)}, load {busy['statuses']}; stuck: 503 after {len(stuck)} answers: "
-          f"{last_stuck[1]['reasons']}; "
-          f"back after {len(moving_again)}; load {blocked['statuses']}; server stopped: 503 after {len(down)} answers "
-          f"({down[-1][1]['reasons']}), back after {len(up)}; load {outage['statuses']}")
+          f"{last_stuck[1]['reasons']}; back after {len(moving_again)}; load {blocked['statuses']}; server stopped: "
+          f"503 after {len(down)} answers ({down[-1][1]['reasons']}), back after {len(up)}; load {outage['statuses']}")
     assert busy["failed"] == 0 and set(busy["statuses"]) == {"200"}
     assert {status for status, _ in during_load} == {200}, "a busy pool that moves is ready"
     assert max(waiting) > 5, "the load queued more callers than a pool holds (the old rule's 503)"

@@ -29,6 +29,7 @@ import pymysql
 
 from harness.mariadb import PrivateMariaDB
 from pool import ConnectionPool, PoolConfig, close_all
+from pool.abc import LeaseMode, ResetMode
 
 
 def _floor(kwargs: dict[str, Any]) -> Callable[[], None]:
@@ -61,7 +62,7 @@ def _queuepool(kwargs: dict[str, Any], safe: bool) -> Callable[[], None]:
 
 
 def _kit(kwargs: dict[str, Any], reset: str, handles: bool = True, observers: str = "") -> Callable[[], None]:
-    config = PoolConfig(size=10, reset=reset, ping_after=1.0)
+    config = PoolConfig(size=10, reset=ResetMode(reset), ping_after=1.0)
     driver = None
     if not handles:
         # For comparison only: what the per-checkout handle (which makes a kept connection or cursor refuse use after
@@ -98,7 +99,7 @@ def _per_statement(kwargs: dict[str, Any]) -> Callable[[], None]:
     (without the caller's stack), the driver's may_release, the return (tracked: nothing changed)."""
     from pool.core import Borrower
 
-    kit = ConnectionPool(kwargs, PoolConfig(size=10, lease="transaction", ping_after=1.0))
+    kit = ConnectionPool(kwargs, PoolConfig(size=10, lease=LeaseMode.TRANSACTION, ping_after=1.0))
     borrower = Borrower(kit)
 
     def cycle() -> None:

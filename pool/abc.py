@@ -58,7 +58,7 @@ class Driver(Protocol[ConnT]):
     def ping(self, conn: ConnT) -> None:
         """Raise if the connection is unusable. Never reconnects. Waits on the server: one round trip."""
 
-    def reset(self, conn: ConnT, mode: str) -> bool:
+    def reset(self, conn: ConnT, mode: ResetMode) -> bool:
         """Make `conn` fit for the next caller (`mode` is the pool's `reset` setting, a `ResetMode`). Return True if
         the server session's state was cleared (then per-session notes such as `Lease.info` are dropped). Raise on
         failure. Waits on the server: not at all when there is nothing to undo (reset="tracked" after a checkout that

@@ -13,6 +13,15 @@ from typing import Any
 from .errors import ConfigError
 from .settings import PoolConfig, Setting, conf_environment, deployment_setting, resolve_config
 
+# prometheus_client's multiprocess mode is on while this names a directory (it reads the same variable itself).
+PROMETHEUS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prometheus_dir() -> str:
+    """The folder of every worker's Prometheus files, or "" when metrics are per process (the one place the kit reads
+    the variable)."""
+    return os.environ.get(PROMETHEUS_DIR_ENV, "")
+
 
 def configure_pool(**settings: Any) -> PoolConfig:
     """The deployment's pool settings, in gunicorn.conf.py: `pool = configure_pool(warm_start=True)`.

@@ -378,7 +378,7 @@ class ConnectionPool:
 
             if connect_kwargs is None:
                 raise TypeError("ConnectionPool needs connect_kwargs (PyMySQL's connect() arguments) or a driver")
-            driver = PyMySQLDriver.for_config(connect_kwargs, self.config, session_init=session_init)
+            driver = PyMySQLDriver.for_config(connect_kwargs, self.config, session_init=session_init, clock=clock)
         self._driver: Driver[Any] = driver
         self._clock = clock
         self._maintenance_interval = maintenance_interval

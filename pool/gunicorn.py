@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from . import budget, workerstats
-from .conf import configure_pool, env_flag, env_int, env_setting, env_str
+from .conf import PROMETHEUS_DIR_ENV, configure_pool, env_flag, env_int, env_setting, env_str, prometheus_dir
 from .core import all_pools, drain_all, reset_all_after_fork
 from .dburl import parse_database_url
 from .errors import ConfigError
@@ -77,8 +77,8 @@ def prepare_metrics_dir(path: str) -> None:
     a previous run would be added to the totals). Must run before any process imports prometheus_client."""
     import shutil
 
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", path)
-    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ.setdefault(PROMETHEUS_DIR_ENV, path)
+    folder = prometheus_dir()
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
 
@@ -107,7 +107,7 @@ def post_worker_init(worker: Any) -> None:
     # Pools built before patching (preload_app) get primitives made under patching; nothing is in use yet.
     if all_pools():
         reset_all_after_fork()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         from .metrics import start_background_sync
 
         start_background_sync()
@@ -118,7 +118,7 @@ def post_worker_init(worker: Any) -> None:
 def _share_from_the_start() -> None:
     """Every worker in /metrics, /-/pool and the status page from the first request: this worker's figures are copied
     once now, after the warm start built its pools and before it serves, then every second."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         from .metrics import metrics
 
         metrics().sync(force=True)
@@ -158,7 +158,7 @@ def child_exit(server: Any, worker: Any) -> None:
     directory = workerstats.StatsDir.from_env()
     if directory is not None:
         directory.forget(worker.pid)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         from .metrics import mark_worker_dead
 
         mark_worker_dead(worker.pid)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from . import stats as S
 from .background import start_background
+from .conf import prometheus_dir
 from .core import ConnectionPool, all_pools, subscribe_pools
 from .stats import process_buckets, wait_buckets
 
@@ -124,7 +125,7 @@ def render() -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 
     metrics().sync(force=True)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -133,7 +134,7 @@ def render() -> tuple[bytes, str]:
 
 def mark_worker_dead(pid: int) -> None:
     """From the arbiter's child_exit: fold a dead worker's live gauges out of the totals."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_dir():
         multiprocess.mark_process_dead(pid)
 
 

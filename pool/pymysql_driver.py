@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import pymysql
 from greenlet import getcurrent
@@ -32,7 +32,7 @@ from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
 from pymysql.protocol import EOFPacketWrapper
 
-from .abc import LeaseMode, ResetMode
+from .abc import Clock, LeaseMode, ResetMode
 from .errors import ConcurrentUse, ConnectionReturned, OutOfStep
 from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
@@ -133,6 +133,7 @@ class SessionPolicy:
     track_state: bool
     catalogue_query: str
     per_statement: bool = False  # lease="transaction": connections go back between statements
+    clock: Clock = time.monotonic  # the pool's: the catalogue's age is read on it
     catalogue: Catalogue | None = None  # read at the first connect that tracks, then kept fresh on returns
     tracking_logged: bool = False
     incomplete_logged: bool = False
@@ -606,7 +607,7 @@ class PooledConnection(pymysql.connections.Connection):
             if statuses[1] & SERVER_SESSION_STATE_CHANGED:
                 catalogue = policy.catalogue
                 if catalogue is None:  # at a cold start several connections may read it at once: harmless
-                    catalogue = policy.catalogue = Catalogue(self.pool_fetch(policy.catalogue_query), time.monotonic())
+                    catalogue = policy.catalogue = Catalogue(self.pool_fetch(policy.catalogue_query), policy.clock())
                 self._pool_catalogue = catalogue
             policy.log_tracking_once()
         else:
@@ -616,7 +617,7 @@ class PooledConnection(pymysql.connections.Connection):
                 self.pool_run_pipelined(policy.session_init)
         self.pool_clear_tracking()
 
-    def pool_reset(self, mode: str, policy: SessionPolicy) -> bool:
+    def pool_reset(self, mode: ResetMode, policy: SessionPolicy) -> bool:
         """Make this connection fit for the next caller; `mode` is the pool's reset setting. True if the server
         session's state was cleared. See pool.abc.Driver.reset."""
         if self._sock is None:
@@ -626,15 +627,23 @@ class PooledConnection(pymysql.connections.Connection):
             self.pool_settle()
         # No look at the socket here: the pool gave it back only in step (every answer read: nothing of ours can be
         # on the wire), and whatever the server sends unasked from now on is found before the next lend.
-        cleared = mode == ResetMode.FULL or (mode == ResetMode.TRACKED and self._pool_left_state_behind(policy))
+        match mode:
+            case ResetMode.FULL:
+                cleared = True
+            case ResetMode.TRACKED:
+                cleared = self._pool_left_state_behind(policy)
+            case ResetMode.ROLLBACK:
+                cleared = False
+                if self.pool_may_be_in_transaction():
+                    # Never let SET autocommit=1 commit what the caller left open: roll back first, in the same write.
+                    statements = ["ROLLBACK"]
+                    if policy.autocommit and not self.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
+                        statements.append("SET autocommit=1")
+                    self.pool_run_pipelined(statements)
+            case _:  # a mode added to ResetMode and not handled here must not reset nothing silently
+                assert_never(mode)
         if cleared:
             self._pool_reset_session(policy)
-        elif mode == ResetMode.ROLLBACK and self.pool_may_be_in_transaction():
-            # Never let SET autocommit=1 commit what the caller left open: roll back first, in the same write.
-            statements = ["ROLLBACK"]
-            if policy.autocommit and not self.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT:
-                statements.append("SET autocommit=1")
-            self.pool_run_pipelined(statements)
         if bool(self.server_status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT) != policy.autocommit:
             self.autocommit(policy.autocommit)
         self.autocommit_mode = policy.autocommit
@@ -655,7 +664,7 @@ class PooledConnection(pymysql.connections.Connection):
         """Whether the catalogue can judge this checkout: read again first when due (then a checkout returned more
         than REFRESH_AFTER seconds after a routine or trigger was created is judged with it); a catalogue that
         changed meanwhile, or that cannot see triggers, cannot vouch for a checkout that ran before."""
-        now = time.monotonic()
+        now = policy.clock()
         if catalogue.due(now):
             before = (catalogue.functions, catalogue.trigger_tables)
             catalogue.update(self.pool_fetch(policy.catalogue_query), now)
@@ -945,6 +954,7 @@ class PyMySQLDriver:
         is_disconnect: Callable[[BaseException], bool] | None = None,
         track_session_state: bool = False,
         per_statement: bool = False,
+        clock: Clock = time.monotonic,
     ) -> None:
         kwargs = dict(connect_kwargs)
         init: list[str] = []
@@ -968,7 +978,7 @@ class PyMySQLDriver:
         self.connect_kwargs = kwargs
         hosts = HostList.from_connect_kwargs(kwargs)
         self.hosts = HostList(hosts[:1]) if kwargs.get("unix_socket") else hosts
-        self.backoff = HostBackoff(self.hosts)
+        self.backoff = HostBackoff(self.hosts, clock)
         self.disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
         self.extra_is_disconnect = is_disconnect
         where = kwargs.get("unix_socket") or self.hosts.format()
@@ -977,7 +987,7 @@ class PyMySQLDriver:
         self.session = SessionPolicy(
             target=self.target, session_init=tuple(init), autocommit=bool(kwargs["autocommit"]),
             charset=kwargs["charset"], collation=kwargs.get("collation"), database=database,
-            track_state=track_session_state, per_statement=per_statement,
+            track_state=track_session_state, per_statement=per_statement, clock=clock,
             catalogue_query=_CATALOGUE_QUERY.format(database=pymysql.converters.escape_string(database).join("''")))
 
     @classmethod
@@ -1002,7 +1012,7 @@ class PyMySQLDriver:
 
     def open(self, host: Host) -> PooledConnection:
         """A connection to `host`, its session not set up yet."""
-        return open_connection(**{**self.connect_kwargs, "host": host.name, "port": host.port})
+        return open_connection(PooledConnection, **{**self.connect_kwargs, "host": host.name, "port": host.port})
 
     def open_first_ready_host(self) -> PooledConnection:
         """The first host that answers, in the back-off's order (pool.hosts.HostBackoff). A Galera node must be ready
@@ -1043,7 +1053,7 @@ class PyMySQLDriver:
     def ping(self, conn: PooledConnection) -> None:
         conn.ping(reconnect=False)  # never reconnect: a silent reconnect would drop session state
 
-    def reset(self, conn: PooledConnection, mode: str) -> bool:
+    def reset(self, conn: PooledConnection, mode: ResetMode) -> bool:
         return conn.pool_reset(mode, self.session)
 
     def end_session(self, conn: PooledConnection, aborted: PooledConnection) -> None:

@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 from .abc import LeaseMode, ResetMode
@@ -48,6 +49,7 @@ class Setting:
     # For the deployment settings: who reads it, from the environment or from Django's settings (same POOL_ name).
     read_from: Literal["environment", "django settings"] = "environment"
     default_doc: str = ""  # the default in words, when it is not a value (e.g. "a private temporary directory")
+    enum: type[StrEnum] | None = None  # a setting of choices parses to this enum's member
 
     @property
     def env(self) -> str:
@@ -85,6 +87,8 @@ class Setting:
             raise ConfigError(f"{source}={raw!r} is too large: it must be at most {self.maximum:g} ({self.doc})")
         if self.choices and value not in self.choices:
             raise ConfigError(f"{source}={raw!r} is not one of {', '.join(self.choices)} ({self.doc})")
+        if self.enum is not None:
+            value = self.enum(value)  # the code compares with its members, never with string literals
         return value
 
 
@@ -119,11 +123,11 @@ SETTINGS: tuple[Setting, ...] = (
             "checkout that changed session state, as the server reports it, the statements show and the server's "
             "catalogue of routines and triggers tells; no round trip otherwise), 'full' (the same reset after every "
             "checkout) or 'rollback' (cheapest: only an open transaction is undone, session state stays)",
-            choices=RESET_MODES),
+            choices=RESET_MODES, enum=ResetMode),
     Setting("lease", str, "request", "how long a unit of work (a request, a task, a with-block) keeps a connection: "
             "'request' (from its first statement until it ends) or 'transaction' (per statement outside a transaction, "
             "for the whole transaction inside one; open cursors, unread results, session state and a value the next "
-            "statement may read keep it longer: docs/lease.md)", choices=LEASE_MODES),
+            "statement may read keep it longer: docs/lease.md)", choices=LEASE_MODES, enum=LeaseMode),
     Setting("leak_threshold", float, 60.0, "seconds a connection may be held before a warning with the checkout "
             "stack is logged (0: off)", minimum=0.0, maximum=_DAY),
     Setting("warm_start", bool, False, "open min_idle connections when a worker starts instead of at its first "
@@ -204,8 +208,8 @@ class PoolConfig:
     max_lifetime: float | None = _default("max_lifetime")
     idle_timeout: float = _default("idle_timeout")
     ping_after: float = _default("ping_after")
-    reset: str = _default("reset")
-    lease: str = _default("lease")
+    reset: ResetMode = _default("reset")
+    lease: LeaseMode = _default("lease")
     leak_threshold: float = _default("leak_threshold")
     warm_start: bool = _default("warm_start")
     connect_timeout: float = _default("connect_timeout")

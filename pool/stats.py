@@ -57,8 +57,8 @@ CONNECT_ERRORS = _stat("connect_errors", "counter", "failed attempts to open a c
 UNAVAILABLE = _stat("unavailable", "counter", "callers refused at once, without a connection attempt, while the "
                                               "database was not answering (DatabaseUnavailable)")
 CONNECT_MS = _stat("connect_ms", "counter", "time spent opening connections, in milliseconds")
-IMMEDIATE = _stat("immediate", "counter", "checkouts that found a free slot at once, without queueing: each is a wait of "
-                                        "0 in the wait histograms")
+IMMEDIATE = _stat("immediate", "counter", "checkouts that found a free slot at once, without queueing: each is a wait "
+                                        "of 0 in the wait histograms")
 WAITS = _stat("waits", "counter", "checkouts that had to queue for a slot")
 WAIT_MS = _stat("wait_ms", "counter", "time callers spent queued, in milliseconds")
 TIMEOUTS = _stat("timeouts", "counter", "callers that gave up waiting (PoolTimeout)")

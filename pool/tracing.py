@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .pymysql_driver import PooledConnection
+from typing import Any, TypeVar
 
 _INSTRUMENTATION = "opentelemetry.instrumentation.pymysql"
 
+ConnectionT = TypeVar("ConnectionT")
 
-def open_connection(**kwargs: Any) -> PooledConnection:
-    from .pymysql_driver import PooledConnection
 
+def open_connection(connection_class: type[ConnectionT], **kwargs: Any) -> ConnectionT:
+    """A new `connection_class` (the driver's, handed in: this module imports none of the driver), traced while the
+    instrumentation is on."""
     integration = _tracing() if _INSTRUMENTATION in sys.modules else None
     if integration is None:
-        return PooledConnection(**kwargs)
-    conn: PooledConnection = _traced_class()(**kwargs)
-    conn._pool_db_integration = integration(conn)  # type: ignore[attr-defined]  # the traced class declares it
-    return conn
+        return connection_class(**kwargs)
+    conn: Any = _traced_class(connection_class)(**kwargs)  # type: ignore[arg-type]  # classes are hashable
+    conn._pool_db_integration = integration(conn)
+    return conn  # type: ignore[no-any-return]
 
 
 def _tracing() -> Any:
@@ -47,7 +46,7 @@ def _tracing() -> Any:
     # it but around a connection already made: it returns its traced proxy, built with the options of instrument().
     wrapper = getattr(pymysql.connect, "_self_wrapper", None)
 
-    def integration(conn: PooledConnection) -> Any:
+    def integration(conn: Any) -> Any:
         if wrapper is not None:
             proxy = wrapper(lambda *args, **kwargs: conn, None, (), {})
         else:  # wrapped some other way: the instrumentation's public call, with its defaults
@@ -59,12 +58,10 @@ def _tracing() -> Any:
 
 
 @functools.cache
-def _traced_class() -> type[PooledConnection]:
+def _traced_class(base: type[Any]) -> type[Any]:
     from opentelemetry.instrumentation.dbapi import get_traced_cursor_proxy
 
-    from .pymysql_driver import PooledConnection
-
-    class TracedPooledConnection(PooledConnection):
+    class TracedPooledConnection(base):  # type: ignore[misc]
         """A pooled connection whose cursors the instrumentation traces (as it traces those of pymysql.connect)."""
 
         _pool_db_integration: Any = None

@@ -19,6 +19,7 @@ from harness.mariadb import PrivateMariaDB
 from harness.tools import run_script, scalar
 from pool import ConnectionPool, PoolConfig
 from pool import stats as S
+from pool.abc import ResetMode
 from pool.pymysql_driver import PooledConnection, TLSContexts
 
 RESET_MODES = ["full", "tracked", "rollback"]
@@ -36,7 +37,7 @@ def test_executemany_bulk_insert_goes_through_and_keeps_the_connection(
     connect_kwargs: dict[str, Any], pairs_table: str, reset: str
 ) -> None:
     # PyMySQL turns executemany of INSERT ... VALUES into one statement built as a bytearray.
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     with pool.connection() as conn:
         first = scalar(conn, "SELECT CONNECTION_ID()")
         with conn.cursor() as cur:
@@ -51,7 +52,7 @@ def test_executemany_bulk_insert_goes_through_and_keeps_the_connection(
 
 def test_a_use_sent_as_a_bytearray_is_undone_by_the_reset(connect_kwargs: dict[str, Any], pairs_table: str) -> None:
     # The bytes-like statement is inspected like any other: a USE sent as bytes re-selects the database on reset.
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="full"))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode.FULL))
     with pool.connection() as conn:
         conn.query(bytearray(b"USE information_schema"))
     with pool.connection() as conn:
@@ -64,7 +65,7 @@ def test_a_transaction_opened_by_a_result_set_is_rolled_back_not_committed(
 ) -> None:
     # MariaDB answers INSERT ... RETURNING with a result set; PyMySQL read the server status only from OK packets, so
     # the open transaction looked closed and SET autocommit=1 committed it.
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     lease = pool.acquire()
     conn = lease.connection
     conn.autocommit(False)
@@ -82,7 +83,7 @@ def test_a_transaction_opened_by_a_result_set_is_rolled_back_not_committed(
 def test_a_begin_then_select_only_checkout_leaves_no_transaction_open(
     connect_kwargs: dict[str, Any], pairs_table: str, reset: str
 ) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     with pool.connection() as conn:
         conn.begin()
         scalar(conn, f"SELECT COUNT(*) FROM {pairs_table} FOR UPDATE")
@@ -116,7 +117,7 @@ def test_a_result_set_updates_the_server_status(connect_kwargs: dict[str, Any], 
 def test_a_multi_statement_init_command_keeps_the_protocol_in_step(connect_kwargs: dict[str, Any], reset: str) -> None:
     kwargs = {**connect_kwargs, "init_command": 'SELECT "bar"; SET @from_init = "baz"',
               "client_flag": CLIENT.MULTI_STATEMENTS}
-    pool = ConnectionPool(kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     for _ in range(3):  # the first checkout after connect, then after each reset (where the set-up is replayed)
         with pool.connection() as conn:
             assert scalar(conn, "SELECT @from_init") == "baz"
@@ -213,7 +214,7 @@ def test_a_borrower_sees_no_counters_of_the_pools_queries_or_of_the_previous_bor
     # Found by PyMySQL's own suite: the driver's catalogue query on the first tracked connection answered
     # affected_rows() and insert_id() for the first caller; then one borrower's counters reached the next.
     db.query("CREATE TABLE IF NOT EXISTS app.serials (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(10))")
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     with pool.connection() as conn:
         assert (conn.insert_id(), conn.affected_rows()) == (0, 0)
         with conn.cursor() as cur:

@@ -16,6 +16,7 @@ from harness.mariadb import APP_PASSWORD, ROOT_PASSWORD, PrivateMariaDB
 from harness.tools import ConnectionMonitor, run_script, scalar, wait_until
 from pool import ConfigError, ConnectionPool, PoolConfig, PoolTimeout, TooManyWaiters
 from pool import stats as S
+from pool.abc import ResetMode
 from tests.unit.fakes import FakeClock
 
 
@@ -253,7 +254,7 @@ def test_open_transaction_is_rolled_back_before_the_next_user(
 ) -> None:
     db.query("CREATE TABLE IF NOT EXISTS app.ledger (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(50))")
     db.query("DELETE FROM app.ledger")
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=reset))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode(reset)))
     lease = pool.acquire()
     conn = lease.connection
     conn.begin()
@@ -268,7 +269,7 @@ def test_open_transaction_is_rolled_back_before_the_next_user(
 
 
 def test_autocommit_is_restored_on_return(connect_kwargs: dict[str, Any]) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="rollback"))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode.ROLLBACK))
     lease = pool.acquire()
     lease.connection.autocommit(False)
     pool.release(lease)
@@ -277,7 +278,7 @@ def test_autocommit_is_restored_on_return(connect_kwargs: dict[str, Any]) -> Non
 
 
 def test_connection_that_saw_a_disconnect_is_discarded(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="rollback"))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode.ROLLBACK))
     lease = pool.acquire()
     victim = connection_id(lease.connection)
     db.kill(victim)
@@ -302,7 +303,7 @@ def test_context_manager_discards_on_disconnect_error(db: PrivateMariaDB, connec
 
 
 def test_session_state_never_reaches_the_next_user_with_full_reset(connect_kwargs: dict[str, Any]) -> None:
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="full"),
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode.FULL),
                           session_init=["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"])
     with pool.connection() as conn:
         first = connection_id(conn)
@@ -545,7 +546,7 @@ def test_session_tracking_payloads_do_not_disturb_pymysql(db: PrivateMariaDB, co
     # With CLIENT_SESSION_TRACK the server appends state-change data to OK packets, which PyMySQL reads as the
     # packet's message: results, affected rows, insert ids and warnings must come through as before.
     db.query("CREATE TABLE IF NOT EXISTS app.tracked (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB")
-    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset="tracked"))
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, reset=ResetMode.TRACKED))
     with pool.connection() as conn:
         with conn.cursor() as cur:
             cur.execute("SET @v = 41, SESSION time_zone = '+01:00'")

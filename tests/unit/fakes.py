@@ -69,7 +69,7 @@ class FakeDriver:
         if conn.ping_error is not None:
             raise conn.ping_error
 
-    def reset(self, conn: FakeConnection, mode: str) -> bool:
+    def reset(self, conn: FakeConnection, mode: ResetMode) -> bool:
         if conn.reset_error is not None:
             raise conn.reset_error
         conn.resets.append(mode)

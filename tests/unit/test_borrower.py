@@ -7,13 +7,14 @@ from typing import Any
 
 from pool import ConnectionPool, PoolConfig
 from pool import stats as S
+from pool.abc import LeaseMode
 from pool.core import Borrower
 from tests.unit.fakes import FakeBorrowing, FakeClock, FakeDriver
 
 
 def make_pool(**settings: Any) -> tuple[ConnectionPool, FakeDriver]:
     driver = FakeDriver()
-    pool = ConnectionPool(config=PoolConfig(min_idle=0, lease="transaction", **settings), driver=driver,
+    pool = ConnectionPool(config=PoolConfig(min_idle=0, lease=LeaseMode.TRANSACTION, **settings), driver=driver,
                           clock=FakeClock(), maintenance_interval=None, name="unit")
     return pool, driver
 

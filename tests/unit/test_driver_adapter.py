@@ -16,7 +16,7 @@ def test_the_reset_modes_are_the_settings_choices() -> None:
 
 def test_session_tracking_is_asked_for_only_by_reset_tracked() -> None:
     for mode in ResetMode:
-        driver = PyMySQLDriver.for_config({"host": "db1", "database": "shop"}, PoolConfig(reset=mode.value))
+        driver = PyMySQLDriver.for_config({"host": "db1", "database": "shop"}, PoolConfig(reset=mode))
         tracked = mode is ResetMode.TRACKED
         assert driver.session.track_state is tracked
         assert bool(driver.connect_kwargs.get("client_flag", 0) & CLIENT.SESSION_TRACK) is tracked

@@ -837,7 +837,10 @@ class LeasingConnection:
             self._done()
 
     def ping(self, reconnect: bool = False) -> None:
-        # Between statements there is nothing to check: the pool checks every connection it lends.
+        # Between statements there is nothing to check: the pool checks every connection it lends. Once closed,
+        # though, this object is as unusable as a closed PyMySQL connection, and says so (Django's is_usable()).
+        if self._closed:
+            raise ConnectionReturned(0, _RETURNED_MESSAGE)
         lease = self._borrower.held
         if lease is not None:
             lease.connection.ping(reconnect=False)

@@ -817,8 +817,13 @@ class LeasingConnection:
         self._autocommit = bool(value)
         lease = self._borrower.held
         if lease is not None:
-            lease.connection.autocommit(self._autocommit)
-            self._done()
+            conn = lease.connection
+            changed = bool(conn.get_autocommit()) != self._autocommit
+            conn.autocommit(self._autocommit)
+            # Nothing sent, nothing changed: the connection stays for the statement that follows (Django's connect()
+            # sets autocommit on the connection it has just taken, before its first statement).
+            if changed:
+                self._done()
 
     def get_autocommit(self) -> bool:
         lease = self._borrower.held

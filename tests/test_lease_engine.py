@@ -36,6 +36,32 @@ def on_both(db: PrivateMariaDB, body: str) -> tuple[Any, Any]:
     return run_script(code, env={**env, "KIT_ENGINE": "stock"}), run_script(code, env={**env, "KIT_ENGINE": "lease"})
 
 
+def test_a_connect_refused_by_the_server_leaves_no_connection_behind(site_db: PrivateMariaDB) -> None:
+    # Django's test_unicode_password: a connect with a wrong password fails, and once the password is put back the
+    # next query connects anew. The engine's connection object used to be made without a connection, so the failure
+    # came after Django had kept it, and every later query went to the pool of the wrong password.
+    stock, lease = on_both(site_db, """
+        password = connection.settings_dict["PASSWORD"]
+        connection.settings_dict["PASSWORD"] = "not-the-password"
+        try:
+            connection.ensure_connection()
+            refused = None
+        except DatabaseError as exc:
+            refused = exc.args[0] if isinstance(exc.args[0], int) else str(exc)
+        kept = connection.connection is not None
+        connection.settings_dict["PASSWORD"] = password
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                after = cursor.fetchone()[0]
+        except DatabaseError as exc:
+            after = str(exc)
+        print(json.dumps({"refused": refused is not None, "kept": kept, "after": after}))
+    """)
+    assert stock == {"refused": True, "kept": False, "after": 1}
+    assert lease == stock
+
+
 def test_a_closed_connection_is_not_usable(site_db: PrivateMariaDB) -> None:
     # Django's test_is_usable_after_database_disconnects: between statements the engine's connection object holds no
     # pool connection, and its ping used to answer for nothing even once closed.
@@ -52,3 +78,21 @@ def test_a_closed_connection_is_not_usable(site_db: PrivateMariaDB) -> None:
     """)
     assert stock == {"usable": False}
     assert lease == stock
+
+
+def test_the_connect_lease_is_the_first_statements(site_db: PrivateMariaDB) -> None:
+    # The connect takes its pool connection at once (for the error above) and the first statement runs on it: one
+    # checkout for a one-query unit of work, and nothing held once the statement is done. (The first unit of work
+    # also asks the server's version, once per pool.)
+    out = run_script(textwrap.dedent(SETUP) + textwrap.dedent("""
+        from pool.django.base import pools
+        checkouts = []
+        for _ in range(2):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            stats = pools()["default"].stats()
+            checkouts.append((stats["checkouts"], stats["in_use"]))
+            connection.close()
+        print(json.dumps({"second": [checkouts[1][0] - checkouts[0][0], checkouts[1][1]]}))
+    """), env={"DATABASE_URL": site_db.app_url(), "KIT_ENGINE": "lease"})
+    assert out == {"second": [1, 0]}

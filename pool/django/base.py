@@ -135,7 +135,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             return super().get_new_connection(conn_params)
         self._pool_entry = entry = get_pool_entry(self, conn_params)
         if entry.pool.config.lease == LeaseMode.TRANSACTION:
-            self._pool_borrower = borrower = Borrower(entry.pool)
+            borrower = Borrower(entry.pool)
+            # A connection now, as Django's own backend opens one: a database that refuses it (down, a wrong
+            # password) fails connect() before Django keeps a connection object to retry with. The first statement
+            # runs on it, so this costs no extra checkout.
+            borrower.take()
+            self._pool_borrower = borrower
             return entry.pool.borrowing(borrower)
         lease = entry.pool.acquire()
         self._pool_lease = lease

@@ -7,6 +7,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import pytest
+
 from harness.mariadb import PrivateMariaDB
 from harness.tools import run_script
 
@@ -77,6 +79,30 @@ def test_a_closed_connection_is_not_usable(site_db: PrivateMariaDB) -> None:
         print(json.dumps({"usable": usable}))
     """)
     assert stock == {"usable": False}
+    assert lease == stock
+
+
+@pytest.mark.parametrize("inside_atomic", [False, True])
+def test_init_connection_state_called_again_sends_what_django_sends(site_db: PrivateMariaDB,
+                                                                    inside_atomic: bool) -> None:
+    # Django's test_auto_is_null_auto_config: on a connection in use, init_connection_state() sends the session
+    # set-up again (the isolation level), as Django's own backend does; the engine sent it only at connect.
+    stock, lease = on_both(site_db, f"""
+        from django.db import transaction
+        connection.ensure_connection()
+        connection.force_debug_cursor = True
+        if {inside_atomic!r}:
+            with transaction.atomic():
+                connection.init_connection_state()
+        else:
+            connection.init_connection_state()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@session.tx_isolation")
+            level = cursor.fetchone()[0]
+        print(json.dumps({{"sent": [q["sql"] for q in connection.queries if q["sql"].startswith("SET")],
+                          "level": level}}))
+    """)
+    assert stock["sent"] == ["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"], stock
     assert lease == stock
 
 

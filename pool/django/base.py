@@ -141,6 +141,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             # runs on it, so this costs no extra checkout.
             borrower.take()
             self._pool_borrower = borrower
+            self._pool_fresh_checkout = True
             return entry.pool.borrowing(borrower)
         lease = entry.pool.acquire()
         self._pool_lease = lease
@@ -151,6 +152,13 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         return conn
 
     def init_connection_state(self) -> None:
+        fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
+        if not fresh:
+            # Called again on a connection in use (not by connect()), or on an admin connection: do what Django
+            # does, through its cursor. Under lease="transaction" the isolation level it sets is session state,
+            # which keeps the connection until the unit of work ends, as it would stay on Django's own.
+            super().init_connection_state()
+            return
         if self._pool_borrower is not None:
             # The isolation level is the pool's session set-up, on every connection it opens; Django would send it
             # per request, as session state that would keep a connection for the whole request.
@@ -159,15 +167,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
                 with self.cursor() as cursor:
                     cursor.execute("SET SQL_AUTO_IS_NULL = 0")  # session state: held until the unit of work ends
             return
-        fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
-        if self._pool_lease is None or not fresh:
-            # Called again on a connection in use (not by connect()): do what Django does, through its cursor.
-            super().init_connection_state()
-            return
         # The version check runs once per alias and process. The isolation level is the pool's session_init, sent
         # once per server session rather than per checkout.
         BaseDatabaseWrapper.init_connection_state(self)
-        info = self._pool_lease.info
+        lease = self._pool_lease
+        assert lease is not None  # a fresh checkout is a lease's or a borrower's
+        info = lease.info
         if self.features.is_sql_auto_is_null_enabled and not info.get("sql_auto_is_null_off"):
             with self.cursor() as cursor:
                 cursor.execute("SET SQL_AUTO_IS_NULL = 0")

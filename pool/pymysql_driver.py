@@ -563,9 +563,21 @@ class PooledConnection(pymysql.connections.Connection):
         if self._sock is None or self._pool_pending or self._pool_interrupted:
             return False
         try:
-            return not self._pool_poller.poll(0)
+            return not self._pool_readable()
         except (OSError, ValueError):
             return False
+
+    def _pool_readable(self) -> bool:
+        """Whether the server sent anything (EOF included), by a zero-timeout poll: never waits, never yields."""
+        try:
+            return bool(self._pool_poller.poll(0))
+        except RuntimeError:
+            # Another thread polls this connection now: the maintenance thread looks at idle connections outside the
+            # pool's lock, and a checkout or return may look at the same one (threads; a greenlet never overlaps).
+            # select.poll refuses a second poll() on one object; one of our own answers the same.
+            poller = _poll()
+            poller.register(self._sock.fileno(), select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
 
     def pool_abort(self) -> None:
         sock, self._sock, self._rfile = self._sock, None, None
@@ -624,7 +636,7 @@ class PooledConnection(pymysql.connections.Connection):
         result = self._result
         if result is not None and (result.unbuffered_active or result.has_next):
             self.pool_settle()
-        if self._pool_poller.poll(0):
+        if self._pool_readable():
             raise pymysql.err.OperationalError(2013, "the server closed the connection while it was lent out")
         cleared = mode == ResetMode.FULL or (mode == ResetMode.TRACKED and self._pool_left_state_behind(policy))
         if cleared:

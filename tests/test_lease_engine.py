@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import pymysql
 import pytest
 
 from harness.mariadb import PrivateMariaDB
@@ -78,8 +79,10 @@ def test_a_closed_connection_is_not_usable(site_db: PrivateMariaDB) -> None:
             pass
         print(json.dumps({"usable": usable}))
     """)
-    assert stock == {"usable": False}
-    assert lease == stock
+    # Django's test expects False, and so answers stock with PyMySQL 1.2; PyMySQL 1.1's ping() reconnects a closed
+    # connection by default, so stock answers True there (the engine never reconnects: the pool lends connections).
+    assert stock == {"usable": False} or pymysql.VERSION < (1, 2)
+    assert lease == {"usable": False}
 
 
 @pytest.mark.parametrize("inside_atomic", [False, True])

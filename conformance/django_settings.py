@@ -1,6 +1,6 @@
 """Settings for Django's own runtests.py on the private MariaDB: the stock MySQL backend or the kit's engine.
 
-    cd <django sdist>/tests && CONFORMANCE_BACKEND=stock|full|tracked|rollback CONFORMANCE_PORT=... \\
+    cd <django sdist>/tests && CONFORMANCE_BACKEND=stock|full|tracked|rollback|transaction CONFORMANCE_PORT=... \\
         python runtests.py --settings=conformance.django_settings --noinput <modules>
 
 conformance/django_suite.py sets the environment. Everything else comes from the suite's own template
@@ -25,8 +25,16 @@ except ImportError:  # the template's settings, should a release move it
 install_as_mysqldb()
 
 BACKEND = os.environ.get("CONFORMANCE_BACKEND", "stock")
-if BACKEND not in {"stock", "full", "tracked", "rollback"}:
-    raise RuntimeError(f"CONFORMANCE_BACKEND={BACKEND!r}: expected stock, full, tracked or rollback")
+# The engine's pool settings per backend: a reset mode under lease="request", or the per-transaction lease (with the
+# default reset, tracked: the lease needs the server's reports of session state anyway).
+POOL_OPTIONS: dict[str, dict[str, str]] = {
+    "full": {"reset": "full"},
+    "tracked": {"reset": "tracked"},
+    "rollback": {"reset": "rollback"},
+    "transaction": {"reset": "tracked", "lease": "transaction"},
+}
+if BACKEND != "stock" and BACKEND not in POOL_OPTIONS:
+    raise RuntimeError(f"CONFORMANCE_BACKEND={BACKEND!r}: expected stock, {', '.join(POOL_OPTIONS)}")
 
 
 def _database(name: str) -> dict[str, Any]:
@@ -34,7 +42,7 @@ def _database(name: str) -> dict[str, Any]:
     # (the stock backend reconnects for every TransactionTestCase test), on both backends alike.
     options: dict[str, Any] = {"charset": "utf8mb4", "ssl_disabled": True}
     if BACKEND != "stock":
-        options["pool"] = {"reset": BACKEND}
+        options["pool"] = dict(POOL_OPTIONS[BACKEND])
     return {
         "ENGINE": "django.db.backends.mysql" if BACKEND == "stock" else "pool.django",
         "NAME": name,

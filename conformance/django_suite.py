@@ -4,10 +4,11 @@
 
 For each Python (so each installed Django version): the tests come from that version's sdist (cached, git-ignored,
 under .cache/conformance/), then runtests.py runs once on `django.db.backends.mysql` (PyMySQL as MySQLdb, the same
-driver the engine uses) and once per reset mode of `ENGINE: "pool.django"`, all on one private MariaDB. A test that
-passes on stock and fails, errors or does not run on the engine fails the job (exit 1) unless
-conformance/django_allowlist.txt names it with a reason. A run the server crashed is retried once and never blamed on
-the engine; a run that cannot be judged (the server crashed twice, the stock run broke) exits 2.
+driver the engine uses) and once per engine backend of `ENGINE: "pool.django"` (each reset mode, and `transaction`:
+lease="transaction"), all on one private MariaDB. A test that passes on stock and fails, errors or does not run on
+the engine fails the job (exit 1) unless conformance/django_allowlist.txt names it with a reason. A run the server
+crashed is retried once and never blamed on the engine; a run that cannot be judged (the server crashed twice, the
+stock run broke) exits 2.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "conformance"
 ALLOWLIST = Path(__file__).resolve().parent / "django_allowlist.txt"
 
-BACKENDS = ("stock", "full", "tracked", "rollback")
+# The engine's backends: each reset mode under lease="request", and "transaction": reset="tracked" under
+# lease="transaction", where the engine's connection takes a pool connection per statement or transaction.
+BACKENDS = ("stock", "full", "tracked", "rollback", "transaction")
 ENGINE_BACKENDS = BACKENDS[1:]
 
 # The issue's list: what talks to the database through the backend's connection, cursor and transaction code.
@@ -349,7 +352,8 @@ class AllowlistError(Exception):
 
 
 def read_allowlist(path: Path) -> list[AllowEntry]:
-    """Lines `<test id>[@mode,mode] <reason>`; without @, every engine mode. '#' starts a comment line."""
+    """Lines `<test id>[@mode,mode] <reason>`; without @, every engine backend (the three reset modes and
+    transaction). '#' starts a comment line."""
     entries: list[AllowEntry] = []
     if not path.exists():
         return entries

@@ -564,9 +564,21 @@ class PooledConnection(pymysql.connections.Connection):
         if self._sock is None or self._pool_pending or self._pool_interrupted:
             return False
         try:
-            return not self._pool_poller.poll(0)
+            return not self._pool_readable()
         except (OSError, ValueError):
             return False
+
+    def _pool_readable(self) -> bool:
+        """Whether the server sent anything (EOF included), by a zero-timeout poll: never waits, never yields."""
+        try:
+            return bool(self._pool_poller.poll(0))
+        except RuntimeError:
+            # Another thread polls this connection now: the maintenance thread looks at idle connections outside the
+            # pool's lock, and a checkout or return may look at the same one (threads; a greenlet never overlaps).
+            # select.poll refuses a second poll() on one object; one of our own answers the same.
+            poller = _poll()
+            poller.register(self._sock.fileno(), select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
 
     def pool_abort(self) -> None:
         sock, self._sock, self._rfile = self._sock, None, None
@@ -826,8 +838,13 @@ class LeasingConnection:
         self._autocommit = bool(value)
         lease = self._borrower.held
         if lease is not None:
-            lease.connection.autocommit(self._autocommit)
-            self._done()
+            conn = lease.connection
+            changed = bool(conn.get_autocommit()) != self._autocommit
+            conn.autocommit(self._autocommit)
+            # Nothing sent, nothing changed: the connection stays for the statement that follows (Django's connect()
+            # sets autocommit on the connection it has just taken, before its first statement).
+            if changed:
+                self._done()
 
     def get_autocommit(self) -> bool:
         lease = self._borrower.held
@@ -846,7 +863,10 @@ class LeasingConnection:
             self._done()
 
     def ping(self, reconnect: bool = False) -> None:
-        # Between statements there is nothing to check: the pool checks every connection it lends.
+        # Between statements there is nothing to check: the pool checks every connection it lends. Once closed,
+        # though, this object is as unusable as a closed PyMySQL connection, and says so (Django's is_usable()).
+        if self._closed:
+            raise ConnectionReturned(0, _RETURNED_MESSAGE)
         lease = self._borrower.held
         if lease is not None:
             lease.connection.ping(reconnect=False)

@@ -561,3 +561,46 @@ def test_session_tracking_payloads_do_not_disturb_pymysql(db: PrivateMariaDB, co
         assert scalar(conn, "SELECT @v") is None and scalar(conn, "SELECT @@session.time_zone") == "SYSTEM"
     assert pool.stats()[S.RESETS] == 2
     pool.close()
+
+
+def test_a_connection_another_thread_is_polling_is_checked_out_and_back_in(connect_kwargs: dict[str, Any]) -> None:
+    # The maintenance thread looks at idle connections outside the pool's lock, so a checkout or a return in another
+    # thread may look at the same connection at the same moment. select.poll refuses a second poll() on one object
+    # while the first runs: the RuntimeError reached the caller of acquire() (Django's suite under lease="transaction",
+    # whose checkout per statement makes the overlap likely) or dropped the connection on its return.
+    pool = ConnectionPool(connect_kwargs, PoolConfig(size=1, min_idle=0), maintenance_interval=None)
+    lease = pool.acquire()
+    assert lease._record is not None
+    conn = lease._record.conn
+    pool.release(lease)
+    poller = conn._pool_poller
+
+    def look_until_woken() -> None:  # as the maintenance thread's poll, held open until the socket is shut
+        while True:
+            try:
+                poller.poll(60_000)
+                return
+            except RuntimeError:  # the main thread's own look below came first
+                continue
+
+    def other_thread_polls() -> bool:
+        try:
+            poller.poll(0)
+        except RuntimeError:
+            return True
+        return False
+
+    looker = threading.Thread(target=look_until_woken, daemon=True)
+    looker.start()
+    try:
+        assert wait_until(other_thread_polls)
+        lease = pool.acquire()
+        assert lease._record is not None and lease._record.conn is conn
+        pool.release(lease)
+        stats = pool.stats()
+        assert (stats[S.IDLE], stats[S.DISCARDED]) == (1, 0)
+    finally:
+        pool.release(pool.acquire(), discard=True)  # shuts the socket, which ends the other thread's poll
+        looker.join(timeout=30)
+        pool.close()
+    assert not looker.is_alive()

@@ -142,7 +142,13 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             return super().get_new_connection(conn_params)
         self._pool_entry = entry = get_pool_entry(self, conn_params)
         if entry.pool.config.lease == LeaseMode.TRANSACTION:
-            self._pool_borrower = borrower = Borrower(entry.pool)
+            borrower = Borrower(entry.pool)
+            # A connection now, as Django's own backend opens one: a database that refuses it (down, a wrong
+            # password) fails connect() before Django keeps a connection object to retry with. The first statement
+            # runs on it, so this costs no extra checkout.
+            borrower.take()
+            self._pool_borrower = borrower
+            self._pool_fresh_checkout = True
             return entry.pool.borrowing(borrower)
         lease = entry.pool.acquire()
         self._pool_lease = lease
@@ -153,6 +159,13 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         return conn
 
     def init_connection_state(self) -> None:
+        fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
+        if not fresh:
+            # Called again on a connection in use (not by connect()), or on an admin connection: do what Django
+            # does, through its cursor. Under lease="transaction" the isolation level it sets is session state,
+            # which keeps the connection until the unit of work ends, as it would stay on Django's own.
+            super().init_connection_state()
+            return
         if self._pool_borrower is not None:
             # The isolation level is the pool's session set-up, on every connection it opens; Django would send it
             # per request, as session state that would keep a connection for the whole request.
@@ -161,15 +174,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
                 with self.cursor() as cursor:
                     cursor.execute("SET SQL_AUTO_IS_NULL = 0")  # session state: held until the unit of work ends
             return
-        fresh, self._pool_fresh_checkout = self._pool_fresh_checkout, False
-        if self._pool_lease is None or not fresh:
-            # Called again on a connection in use (not by connect()): do what Django does, through its cursor.
-            super().init_connection_state()
-            return
         # The version check runs once per alias and process. The isolation level is the pool's session_init, sent
         # once per server session rather than per checkout.
         BaseDatabaseWrapper.init_connection_state(self)
-        info = self._pool_lease.info
+        lease = self._pool_lease
+        assert lease is not None  # a fresh checkout is a lease's or a borrower's
+        info = lease.info
         if self.features.is_sql_auto_is_null_enabled and not info.get("sql_auto_is_null_off"):
             with self.cursor() as cursor:
                 cursor.execute("SET SQL_AUTO_IS_NULL = 0")

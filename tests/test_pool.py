@@ -407,12 +407,18 @@ STATEMENTS_PER_CHECKOUT_SCRIPT = """
 """
 
 
-def test_extra_statements_per_checkout_by_reset_mode(db: PrivateMariaDB, connect_kwargs: dict[str, Any]) -> None:
-    db.query("CREATE TABLE IF NOT EXISTS app.counted (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(20))")
-    admin = {"unix_socket": db.socket_path, "user": "root", "password": ROOT_PASSWORD, "autocommit": True}
-    out = run_script(STATEMENTS_PER_CHECKOUT_SCRIPT, env={
-        "KIT_CONNECT_KWARGS": json.dumps(connect_kwargs), "KIT_ADMIN_KWARGS": json.dumps(admin),
-        "KIT_MODES": "tracked,rollback,full"})
+def test_extra_statements_per_checkout_by_reset_mode() -> None:
+    # A server of its own: the server-wide statement count must see this script's statements and no others (pools
+    # left by earlier tests reconnect to the session's server after each test's kills, and set their sessions up).
+    db = PrivateMariaDB().start()
+    try:
+        db.query("CREATE TABLE IF NOT EXISTS app.counted (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(20))")
+        admin = {"unix_socket": db.socket_path, "user": "root", "password": ROOT_PASSWORD, "autocommit": True}
+        out = run_script(STATEMENTS_PER_CHECKOUT_SCRIPT, env={
+            "KIT_CONNECT_KWARGS": json.dumps(db.app_connect_kwargs()), "KIT_ADMIN_KWARGS": json.dumps(admin),
+            "KIT_MODES": "tracked,rollback,full"})
+    finally:
+        db.destroy()
     # Before (issue 30): tracked sent 3.0 more after the atomic()-like checkout, resetting the session as if the
     # autocommit round trip were state left behind.
     assert out["tracked"] == {"select_one": 0.0, "begin_insert_commit": 0.0, "like_atomic": 0.0}, out

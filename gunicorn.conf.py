@@ -49,6 +49,8 @@ loglevel = env_str("LOG_LEVEL", "info")
 # OPTIONS["pool"] and under POOL_<NAME> from the environment, e.g. POOL_SIZE=20; configure_pool hands them to every
 # worker's pools in the environment variable POOL_CONF. Warm start: each worker opens its connections before serving,
 # so the first requests pay no connect and /metrics has every worker from the first scrape.
+# configure_pool(lease="transaction") lends a connection per statement or transaction instead of per request: for
+# views that wait on APIs, caches or slow clients between queries (docs/lease.md).
 pool = configure_pool(warm_start=True)
 # Start-up check of workers x size (x2 for a reload) + reserve against the server's max_connections.
 budget_reserve = env_setting("budget_reserve")  # POOL_BUDGET_RESERVE

@@ -78,23 +78,16 @@ SHARING_VIEW_SCRIPT = """
     from django.conf import settings
     django.setup()
     settings.ROOT_URLCONF = "tests.in_step_urls"
-    from wsgiref.util import setup_testing_defaults
     from django.core.handlers.wsgi import WSGIHandler
+    from tests.wsgi import body_of, get as wsgi_get
     app = WSGIHandler()
 
-    def get(path, query=""):
-        environ = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET", "HTTP_HOST": "127.0.0.1"}
-        setup_testing_defaults(environ)
-        status = []
-        result = app(environ, lambda s, h, exc_info=None: status.append(s))
-        try:
-            body = b"".join(result)
-        finally:
-            result.close()
-        return status[0], json.loads(body) if body.startswith(b"{") else body.decode()[:300]
+    def get(path):
+        status, body = wsgi_get(app, path)
+        return status, body_of(body)
 
     shared = gevent.spawn(get, "/shares/").get()
-    echoes = [gevent.spawn(get, "/echo/", "tag=echo-%d" % n).get() for n in range(3)]
+    echoes = [gevent.spawn(get, "/echo/?tag=echo-%d" % n).get() for n in range(3)]
     print(json.dumps({"shared": shared, "echoes": echoes}))
 """
 

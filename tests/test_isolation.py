@@ -25,21 +25,13 @@ SCRIPT = """
         driver._CATALOGUE_QUERY = "SELECT 'trigger_privilege', 1"  # no functions, no triggers
     django.setup()
     settings.ROOT_URLCONF = "tests.isolation_urls"
-    from wsgiref.util import setup_testing_defaults
     from django.core.handlers.wsgi import WSGIHandler
+    from tests.wsgi import get as wsgi_get
     app = WSGIHandler()
 
     def get(path):
-        environ = {"PATH_INFO": path.split("?")[0], "QUERY_STRING": path.partition("?")[2], "REQUEST_METHOD": "GET",
-                   "HTTP_HOST": "127.0.0.1"}
-        setup_testing_defaults(environ)
-        status = []
-        result = app(environ, lambda s, h, exc_info=None: status.append(s))
-        try:
-            body = b"".join(result)
-        finally:
-            result.close()
-        assert status[0].startswith("200"), (status, body[:500])
+        status, body = wsgi_get(app, path)
+        assert status.startswith("200"), (status, body[:500])
         return json.loads(body)
 
     from tests.isolation_urls import OTHER_CLIENT_FIRST

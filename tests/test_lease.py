@@ -35,24 +35,13 @@ SITE = """
     from django.conf import settings
     django.setup()
     settings.ROOT_URLCONF = "tests.lease_urls"
-    from wsgiref.util import setup_testing_defaults
     from django.core.handlers.wsgi import WSGIHandler
+    from tests.wsgi import body_of, get as wsgi_get
     app = WSGIHandler()
 
     def get(path, query="", read_slowly=0.0):
-        environ = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET", "HTTP_HOST": "127.0.0.1"}
-        setup_testing_defaults(environ)
-        status = []
-        result = app(environ, lambda s, h, exc_info=None: status.append(s))
-        try:
-            chunks = []
-            for chunk in result:
-                chunks.append(chunk)
-                gevent.sleep(read_slowly)
-            body = b"".join(chunks)
-        finally:
-            result.close()
-        return status[0], json.loads(body) if body.startswith(b"{") else body.decode()[:200]
+        status, body = wsgi_get(app, path + ("?" + query if query else ""), read_slowly)
+        return status, body_of(body)
 
     def in_use():
         from pool.django.base import pools
@@ -177,8 +166,10 @@ MIX_SCRIPT = SITE + """
     peak, wrong, counts = [0], [], {}
     committed, killed_units = [], []
 
+    watching = [True]
+
     def watch():
-        while True:
+        while watching[0]:
             with watcher.cursor() as cur:
                 cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
                 peak[0] = max(peak[0], cur.fetchone()[0])
@@ -276,7 +267,8 @@ MIX_SCRIPT = SITE + """
     failures = [repr(g.exception) for g in greenlets
                 if g.exception is not None and not isinstance(g.exception, gevent.GreenletExit)]
     gevent.sleep(2.5)  # the maintenance loop takes back what killed greenlets held
-    poller.kill()
+    watching[0] = False
+    poller.join(10)  # not killed: a kill mid-query would close the watcher's connection under the ledger's read
     with watcher.cursor() as cur:
         cur.execute("SELECT unit, COUNT(*), COUNT(DISTINCT conn) FROM kit_ledger GROUP BY unit")
         rows = {unit: (n, conns) for unit, n, conns in cur.fetchall()}

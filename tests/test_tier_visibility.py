@@ -80,9 +80,10 @@ def check_from_here(db: PrivateMariaDB, password: str) -> tuple[Recorded, subpro
     return log, cli
 
 
-def test_one_account_for_every_host_sees_the_other_hosts_without_process(accounts: PrivateMariaDB) -> None:
-    create_account(accounts, SHARED_HOST, PASSWORDS[HERE])
-    held = hold_connections(accounts, PASSWORDS[HERE])
+def check_while_held(accounts: PrivateMariaDB, holder_password: str) -> tuple[str, str, Any]:
+    """The start-up check's tier line (level, text) and the budget command's run, from this host, while the other
+    host holds its connections (logged in with `holder_password`)."""
+    held = hold_connections(accounts, holder_password)
     try:
         log, cli = check_from_here(accounts, PASSWORDS[HERE])
     finally:
@@ -90,6 +91,12 @@ def test_one_account_for_every_host_sees_the_other_hosts_without_process(account
             conn.close()
     level, line = log.tier()
     print(f"\n{line}\n{cli.stdout}")
+    return level, line, cli
+
+
+def test_one_account_for_every_host_sees_the_other_hosts_without_process(accounts: PrivateMariaDB) -> None:
+    create_account(accounts, SHARED_HOST, PASSWORDS[HERE])
+    level, line, cli = check_while_held(accounts, PASSWORDS[HERE])
     assert level == "info"
     assert f"2 app host(s): this host {HERE}: 0, {OTHER}: {HELD}; counted the threads of account " \
            f"'{USER}'@'{SHARED_HOST}' only (no PROCESS privilege)" in line
@@ -99,14 +106,7 @@ def test_one_account_for_every_host_sees_the_other_hosts_without_process(account
 def test_per_host_accounts_without_process_say_the_check_cannot_see_the_tier(accounts: PrivateMariaDB) -> None:
     for host, password in PASSWORDS.items():
         create_account(accounts, host, password)
-    held = hold_connections(accounts, PASSWORDS[OTHER])
-    try:
-        log, cli = check_from_here(accounts, PASSWORDS[HERE])
-    finally:
-        for conn in held:
-            conn.close()
-    level, line = log.tier()
-    print(f"\n{line}\n{cli.stdout}")
+    level, line, cli = check_while_held(accounts, PASSWORDS[OTHER])
     advice = (f"counted the threads of account '{USER}'@'{HERE}' only (no PROCESS privilege), which no other host "
               f"logs in as: grant PROCESS, or use one account for every app host, to see the tier")
     assert level == "warning"
@@ -127,14 +127,7 @@ def test_per_host_accounts_with_process_count_the_other_hosts(accounts: PrivateM
         accounts.query("GRANT PROCESS ON *.* TO tier_watcher")
         accounts.query(f"GRANT tier_watcher TO '{USER}'@'{HERE}'")
         accounts.query(f"SET DEFAULT ROLE tier_watcher FOR '{USER}'@'{HERE}'")
-    held = hold_connections(accounts, PASSWORDS[OTHER])
-    try:
-        log, cli = check_from_here(accounts, PASSWORDS[HERE])
-    finally:
-        for conn in held:
-            conn.close()
-    level, line = log.tier()
-    print(f"\n{line}\n{cli.stdout}")
+    level, line, cli = check_while_held(accounts, PASSWORDS[OTHER])
     assert level == "info"
     assert f"2 app host(s): this host {HERE}: 0, {OTHER}: {HELD}; counted every account of user '{USER}' " \
            f"('{USER}'@'{HERE}' has PROCESS)" in line

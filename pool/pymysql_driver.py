@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 import pymysql
-from greenlet import getcurrent
 from pymysql.charset import charset_by_name
 from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 from pymysql.err import InterfaceError, InternalError, MySQLError
@@ -37,6 +36,11 @@ from .errors import ConcurrentUse, ConnectionReturned, OutOfStep
 from .hosts import Host, HostBackoff, HostList
 from .settings import PoolConfig
 from .tracing import open_connection
+
+try:
+    from greenlet import getcurrent  # the greenlet (or a thread's main greenlet) that sends a command
+except ImportError:  # without gevent's greenlet (PyMySQL's own suite runs the class in a bare environment): threads
+    getcurrent = threading.current_thread  # type: ignore[assignment]  # any object per thread will do
 
 # Codes after which a connection must never be reused: its session is gone or its protocol state is unknown.
 # 2006/2013/2055: gone away or lost; 2014: commands out of sync; 1927: MariaDB's "connection was killed";

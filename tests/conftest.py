@@ -15,6 +15,7 @@ import pytest
 from harness import tools
 from harness.mariadb import PrivateMariaDB
 from harness.tools import ROOT
+from pool import close_all
 
 # Pool settings in the developer's shell would reach every pool the tests build (they are the top layer of
 # pool.settings.resolve_config): the tests set their own, explicitly.
@@ -49,6 +50,9 @@ def server() -> Iterator[PrivateMariaDB]:
 def db(server: PrivateMariaDB) -> Iterator[PrivateMariaDB]:
     """The session's server, put back as it was after a test that changed globals or stopped it."""
     yield server
+    # Pools the test built in this process go first: their maintenance loops would reconnect to fill min_idle after
+    # the kills below, and a later test that counts the app's sessions on the server would find them.
+    close_all()
     server.thaw()
     server.ensure_running()
     server.set_global("wait_timeout", 28800)

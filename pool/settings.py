@@ -107,6 +107,10 @@ _DAY = 86400.0
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("size", int, 10, "maximum connections this process opens to the server", minimum=1, maximum=10_000),
+    Setting("server_size", int, None, "maximum connections this process opens to one server (user, host, port) "
+            "across every pool that goes there: aliases, tenants, isolation levels; each pool's size stays its own "
+            "bound. When it is used up a checkout takes an idle connection of another pool, else queues in one FIFO "
+            "for the server (None: each pool counts alone)", minimum=1, maximum=100_000, allow_none=True),
     Setting("min_idle", int, 1, "idle connections kept open: beyond it idle ones close after idle_timeout, below it "
             "the maintenance loop opens more (within size)", minimum=0, maximum=10_000),
     Setting("timeout", float, 10.0, "seconds a caller waits for a free connection before PoolTimeout", minimum=0.001,
@@ -202,6 +206,7 @@ class PoolConfig:
     """
 
     size: int = _default("size")
+    server_size: int | None = _default("server_size")
     min_idle: int = _default("min_idle")
     timeout: float = _default("timeout")
     max_waiting: int = _default("max_waiting")

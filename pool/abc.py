@@ -41,6 +41,11 @@ class Driver(Protocol[ConnT]):
     def target(self) -> str:
         """Where connections go, without credentials (for messages and logs). Never waits."""
 
+    @property
+    def server(self) -> str:
+        """The server connections count against, for the server budget (`server_size`): the same for every pool whose
+        connections go to the same server as the same user, whatever the database (user@host:port). Never waits."""
+
     def connect(self) -> ConnT:
         """Open a connection with the session set up; raise on failure. Waits on the server: the TCP connect, TLS and
         authentication, then the session set-up (PyMySQL's driver: one pipelined round trip, one more to read the

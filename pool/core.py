@@ -14,6 +14,7 @@ State machine, in one place:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -130,10 +131,12 @@ def _format_stack(stack: _Stack) -> str:
 class _Record:
     """One physical connection and what the pool knows of it."""
 
-    __slots__ = ("conn", "created", "expires", "last_used", "info")
+    __slots__ = ("conn", "created", "expires", "last_used", "info", "token")
 
-    def __init__(self, conn: Any, now: float, lifetime: float | None) -> None:
+    def __init__(self, conn: Any, now: float, lifetime: float | None, token: int = 0) -> None:
         self.conn = conn
+        # Its place in the server budget (`ServerBudget.take`), given back when it closes; 0 without a budget.
+        self.token = token
         self.created = now
         self.expires = now + lifetime * (1.0 - random.random() * _LIFETIME_JITTER) if lifetime else float("inf")
         self.last_used = now
@@ -258,6 +261,219 @@ class _Waiter:
         self.lease = lease
         self.granted = False
         self.record: _Record | None = None
+
+
+class _TokenWaiter:
+    __slots__ = ("pool", "event", "since", "granted", "record")
+
+    def __init__(self, pool: ConnectionPool, since: float) -> None:
+        self.pool = pool
+        self.event = _new_event()
+        self.since = since
+        self.granted = False
+        self.record: _Record | None = None  # granted with a connection of its own pool, else with a token
+
+
+_token_generations = itertools.count(1)
+
+
+class ServerBudget:
+    """The connections this process may hold to one server (user, host, port) across every pool that goes there
+    (`server_size`): one token per connection open or being opened, whichever pool holds it.
+
+    A pool that needs a new connection takes a token. With none free it takes an idle connection from the pools of
+    the server (its own is used as it is; another pool's is closed and its token passes on), else it queues in one
+    FIFO for the whole server. A returned connection goes to that queue before anything else: to its head as it is
+    if the head is a caller of the same pool, else closed and its token handed over. A burst on one pool therefore
+    keeps the others waiting no longer than the statements ahead of them, at the price of a connect per handover.
+
+    Lock order: the budget's lock, then a pool's; never the other way round."""
+
+    def __init__(self, key: str, size: int) -> None:
+        self.key = key
+        self.size = size
+        self._pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        self._pid = _process.pid
+        self._lock = threading.Lock()
+        # Tokens of an earlier process (or of a pool's reset_after_fork) carry an older generation and are ignored.
+        self._generation = next(_token_generations)
+        self._open = 0
+        self._waiters: deque[_TokenWaiter] = deque()
+
+    def __repr__(self) -> str:
+        return f"<ServerBudget {self.key} size={self.size} open={self._open} waiting={len(self._waiters)}>"
+
+    def _check_process(self) -> None:
+        if self._pid != _process.pid:
+            self._init_process_state()
+
+    def try_take(self) -> int:
+        """A token if one is free and nobody queues for one (for the min_idle floor and probes), else 0."""
+        self._check_process()
+        with self._lock:
+            if self._open < self.size and not self._waiters:
+                self._open += 1
+                return self._generation
+        return 0
+
+    def take(self, pool: ConnectionPool, deadline: float) -> int | _Record:
+        """For `pool`, which holds a slot and needs a connection: a token (an int: open one) or an idle connection of
+        its own (check it, as any idle one). Waits in the server's queue until `deadline` on the pool's clock, then
+        raises PoolTimeout."""
+        self._check_process()
+        stolen: tuple[ConnectionPool, _Record] | None = None
+        with self._lock:
+            if self._open < self.size and not self._waiters:
+                self._open += 1
+                return self._generation
+            for member in (pool, *(p for p in self._pools if p is not pool)):
+                with member._lock:
+                    # Its own newest (warmest); another pool's oldest (nearest its idle_timeout anyway).
+                    record = (member._idle.pop() if member is pool else member._idle.popleft()) if member._idle \
+                        else None
+                if record is not None:
+                    if member is pool:
+                        return record
+                    stolen = (member, record)
+                    break
+            else:
+                waiter = _TokenWaiter(pool, pool._clock())
+                self._waiters.append(waiter)
+        if stolen is not None:
+            member, record = stolen
+            member._counters[S.HANDED_OVER] += 1
+            member._driver.close(record.conn)  # its token is the caller's now
+            return record.token
+        try:
+            waiter.event.wait(max(0.0, deadline - pool._clock()))
+        except BaseException:
+            with self._lock:
+                granted = waiter.granted
+                if not granted:
+                    self._waiters.remove(waiter)
+            if granted:
+                self._pass_on(waiter)
+            raise
+        with self._lock:
+            granted = waiter.granted
+            if not granted and waiter in self._waiters:
+                self._waiters.remove(waiter)
+            waiting, in_use = len(self._waiters), self._open
+        waited = max(0.0, pool._clock() - waiter.since)
+        pool._counters[S.SERVER_WAITS] += 1
+        pool._counters[S.SERVER_WAIT_MS] += waited * 1000.0
+        if granted:
+            return waiter.record if waiter.record is not None else self._generation
+        if pool._closed:
+            raise PoolClosed(f"pool {pool.name!r} was closed while waiting for a connection")
+        pool._counters[S.TIMEOUTS] += 1
+        raise PoolTimeout(
+            f"pool {pool.name!r} waited {waited:.3g}s for room on server {self.key}, whose budget for this process "
+            f"(server_size={self.size}) is taken by its pools ({self.describe_pools()}); {waiting} more wait. "
+            + (self._holds_another(pool) or
+               f"Raise {pool.config.setting_source('server_size')} if the server has room for server_size x processes "
+               f"connections, or find what holds connections so long"),
+            pool=pool.name, size=self.size, in_use=in_use, waiting=waiting, timeout=waited,
+        )
+
+    def _holds_another(self, pool: ConnectionPool) -> str:
+        """Advice for a caller that times out while it holds a connection of another pool of this server: callers
+        that each hold one alias's connection while they wait for another's can take the whole budget."""
+        owner = _current_owner()
+        for member in self._pools:
+            if member is not pool and any(lease._owner() is owner for lease in list(member._leases.values())):
+                return (f"This caller holds a connection of pool {member.name!r} on the same server while it waits: "
+                        f"when every connection of the budget is held that way nobody can go on. Let go of one "
+                        f"alias's connection before using the next (lease='transaction' does so between statements), "
+                        f"or raise {pool.config.setting_source('server_size')} above the aliases a request uses at "
+                        f"once x its concurrency")
+        return ""
+
+    def give_back(self, token: int) -> None:
+        """A connection holding `token` closed: its place goes to the oldest waiter, else becomes free."""
+        self._check_process()
+        if token != self._generation:
+            return  # counted before a fork, or never counted
+        with self._lock:
+            waiter = self._waiters.popleft() if self._waiters else None
+            if waiter is not None:
+                waiter.granted = True
+            else:
+                self._open -= 1
+        if waiter is not None:
+            waiter.event.set()
+
+    def _pass_on(self, waiter: _TokenWaiter) -> None:
+        """What a waiter that was interrupted after its grant holds goes to the next one."""
+        record = waiter.record
+        if record is None:
+            self.give_back(self._generation)
+        else:
+            waiter.pool._hand_back(None, record)
+
+    def _grant_locked(self, pool: ConnectionPool, record: _Record) -> tuple[_TokenWaiter, _Record | None] | None:
+        """Under the budget's lock: `pool` has `record` to give back while callers queue for the server. The oldest
+        gets it, as it is if it waits for the same pool; else it is to be closed (returned) and its token is the
+        waiter's."""
+        if not self._waiters or record.token != self._generation:
+            return None
+        waiter = self._waiters.popleft()
+        waiter.granted = True
+        if waiter.pool is pool:
+            waiter.record = record
+            return waiter, None
+        return waiter, record
+
+    def cancel(self, pool: ConnectionPool) -> None:
+        """`pool` closed: wake its callers that queue here (they raise PoolClosed)."""
+        with self._lock:
+            mine = [w for w in self._waiters if w.pool is pool]
+            for waiter in mine:
+                self._waiters.remove(waiter)
+        for waiter in mine:
+            waiter.event.set()
+
+    def describe_pools(self) -> str:
+        return ", ".join(f"{p.name!r} {p._open_count()}" for p in sorted(self._pools, key=lambda p: p.name)) or "none"
+
+    def stats(self) -> dict[str, Any]:
+        """This process's figures for the server: the budget, connections open (or being opened), callers queued,
+        and each pool's open connections."""
+        self._check_process()
+        with self._lock:
+            open_now, waiting = self._open, len(self._waiters)
+        return {"server": self.key, "server_size": self.size, "open": open_now, "waiting": waiting,
+                "pools": {p.name: p._open_count() for p in sorted(self._pools, key=lambda p: p.name)}}
+
+
+_budgets: dict[str, ServerBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def _join_budget(pool: ConnectionPool) -> ServerBudget | None:
+    size = pool.config.server_size
+    if size is None:
+        return None
+    with _budgets_lock:
+        budget = _budgets.get(pool.server)
+        if budget is None:
+            budget = _budgets[pool.server] = ServerBudget(pool.server, size)
+        elif size != budget.size:
+            log.warning("pool %r: server_size=%d (%s) differs from the %d another pool of server %s set; the smaller "
+                        "holds for all of them", pool.name, size, pool.config.setting_source("server_size"),
+                        budget.size, pool.server)
+            budget.size = min(size, budget.size)
+        budget._pools.add(pool)
+    return budget
+
+
+def server_budgets() -> list[ServerBudget]:
+    """This process's server budgets (one per server that pools with `server_size` go to)."""
+    with _budgets_lock:
+        return list(_budgets.values())
 
 
 @dataclass(frozen=True)
@@ -396,11 +612,23 @@ class ConnectionPool:
         # ("rejected" | "unavailable") when a caller is refused without a connection (TooManyWaiters,
         # DatabaseUnavailable):
         self.refusal_observers: list[Callable[[str], None]] = []
+        # The server its connections count against (user, host, port: every database there, every pool).
+        self.server: str = getattr(driver, "server", None) or driver.target
         self._init_process_state()
+        self._budget = _join_budget(self)
         _all_pools.add(self)
         for subscriber in list(_pool_subscribers):
             subscriber(self)
-        log.info("pool %r created for %s: %s", name, driver.target, self.config.describe())
+        log.info("pool %r created for %s: %s; %s", name, driver.target, self.config.describe(), self._budget_line())
+
+    def _budget_line(self) -> str:
+        budget = self._budget
+        if budget is None:
+            return (f"no server budget: this pool counts its own {self.config.size} connections to {self.server} "
+                    f"alone (set server_size to share one cap among every pool going there)")
+        others = sorted(p.name for p in budget._pools if p is not self)
+        return (f"server budget for {self.server}: {budget.size} connections per process (server_size), shared "
+                f"with " + (", ".join(map(repr, others)) if others else "no other pool yet"))
 
     def __repr__(self) -> str:
         return (
@@ -475,14 +703,17 @@ class ConnectionPool:
                 f"size ({where('size')}) if the server has room",
                 pool=self.name, size=self.config.size, in_use=rejected_at[0], waiting=rejected_at[1],
             )
+        if timeout is None:
+            timeout = self.config.timeout
         if waiter is not None:
             # A slot whose owner ended without giving it back is free now, not at the next maintenance round (one
             # pass over the leases, paid only by callers that queue).
             self._reclaim_dead_owners()
-            record = self._wait(waiter, self.config.timeout if timeout is None else timeout)
+            record = self._wait(waiter, timeout)
             lease._since = self._clock()  # held from now: usage and leak time do not count the queueing
         try:
-            record = self._make_ready(record)
+            # Room on the server (server_size) is waited for within the same bound as the slot.
+            record = self._make_ready(record, now + timeout)
             lease._handle = self._driver.lend(record.conn)
         except BaseException:
             self._hand_back(lease, None)
@@ -626,7 +857,12 @@ class ConnectionPool:
             self._leases[id(placeholder)] = placeholder
         record: _Record | None = None
         try:
-            record = self._connect(probe_claimed=True)
+            token = self._budget.try_take() if self._budget is not None else 0
+            if self._budget is not None and not token:
+                with self._lock:
+                    self._outage.probing = False
+                return  # no room on the server now; the next reading tries again
+            record = self._connect(token, probe_claimed=True)
         except Exception:  # noqa: BLE001 - reported by _connect; readiness stays false until a probe succeeds
             pass
         finally:
@@ -658,8 +894,10 @@ class ConnectionPool:
             maintenance.stop()
         for waiter in waiters:
             waiter.event.set()
+        if self._budget is not None:
+            self._budget.cancel(self)
         for record in idle:
-            self._driver.close(record.conn)
+            self._close(record)
 
     def drain(self, timeout: float) -> None:
         """Shut down in order: refuse new checkouts and wake every waiter (as `close`), close idle connections with
@@ -691,16 +929,39 @@ class ConnectionPool:
             self._keeps_idle = False
             idle, self._idle = list(self._idle), deque()
         for record in idle:
-            self._driver.close(record.conn)
+            self._close(record)
 
     def reset_after_fork(self) -> None:
         """Forget every inherited connection without a word to the server (the parent still uses those sessions)."""
         inherited = list(self._idle) + [lease._record for lease in self._leases.values() if lease._record]
         self._init_process_state()
         for record in inherited:
-            self._driver.forget(record.conn)
+            self._forget(record)
 
     # -- internals ----------------------------------------------------------------------------------------------
+
+    def _close(self, record: _Record) -> None:
+        """COM_QUIT and drop; its place in the server budget is free."""
+        self._driver.close(record.conn)
+        if record.token:
+            self._budget.give_back(record.token)  # type: ignore[union-attr]
+
+    def _drop(self, record: _Record) -> None:
+        """Close the socket for real (`Driver.abort`); its place in the server budget is free."""
+        self._driver.abort(record.conn)
+        if record.token:
+            self._budget.give_back(record.token)  # type: ignore[union-attr]
+
+    def _forget(self, record: _Record) -> None:
+        """Drop the handle of a connection of another process (or generation); after a fork its token is of the
+        budget's older generation, which give_back ignores."""
+        self._driver.forget(record.conn)
+        if record.token:
+            self._budget.give_back(record.token)  # type: ignore[union-attr]
+
+    def _open_count(self) -> int:
+        """Connections open now (idle or lent), for the server budget's figures."""
+        return len(self._idle) + sum(1 for lease in list(self._leases.values()) if lease._record is not None)
 
     def _wait(self, waiter: _Waiter, timeout: float) -> _Record | None:
         try:
@@ -785,7 +1046,7 @@ class ConnectionPool:
         if lease._generation != self._generation:
             # Taken before a fork (or before reset_after_fork): the session belongs to the parent.
             if record is not None:
-                self._driver.forget(record.conn)
+                self._forget(record)
             return
         kept: _Record | None = None
         try:
@@ -794,39 +1055,54 @@ class ConnectionPool:
                     kept = self._check_in(record, now)
                 else:
                     self._counters[drop] += 1
-                    kept = self._abort(record.conn)
+                    kept = self._abort(record)
         finally:
             self._hand_back(lease, kept)
 
-    def _abort(self, conn: Any) -> _Record | None:
-        """Close `conn` for real. If a command was still under way on it (a greenlet killed mid-query, a connection
-        used elsewhere), the server would go on running it, and keep the session, for nobody: end that session from
-        the same slot, so the server's count is back within the cap after one round trip. Returns the connection
-        that did it, to be handed on in the slot, or None."""
+    def _abort(self, aborted: _Record) -> _Record | None:
+        """Close `aborted`'s connection for real. If a command was still under way on it (a greenlet killed
+        mid-query, a connection used elsewhere), the server would go on running it, and keep the session, for nobody:
+        end that session from the same slot, so the server's count is back within the cap after one round trip.
+        Returns the connection that did it, to be handed on in the slot, or None."""
+        conn = aborted.conn
         in_use = self._driver.in_flight(conn)
-        self._driver.abort(conn)
         if not in_use or self._closed:
+            self._drop(aborted)
             return None
+        self._driver.abort(conn)
+        # Until it is ended the session still counts on the server: its place in the server budget stays taken, and
+        # is the one a new connection to end it from opens on.
+        spare = aborted.token
         with self._lock:
             idle = self._idle.pop() if self._idle else None
         try:
-            record = self._make_ready(idle)
+            record = self._first_healthy(idle)
+            if record is None:
+                spare, record = 0, self._connect(aborted.token)
         except Exception as exc:  # noqa: BLE001 - the server may be gone too; the session then ends with it
             log.info("pool %r: no connection to end an abandoned session with (%s)", self.name, _describe_error(exc))
+            self._give_back(spare)
             return None
         try:
             self._driver.end_session(record.conn, conn)
         except Exception as exc:  # noqa: BLE001
             log.info("pool %r: could not end an abandoned session (%s)", self.name, _describe_error(exc))
             if self._driver.is_disconnect(exc):
-                self._driver.abort(record.conn)
+                self._drop(record)
+                self._give_back(spare)
                 return None
         except BaseException:
-            self._driver.abort(record.conn)  # it holds no slot of its own
+            self._drop(record)  # it holds no slot of its own
+            self._give_back(spare)
             raise
         else:
             self._counters[S.SESSIONS_ENDED] += 1
+        self._give_back(spare)
         return record
+
+    def _give_back(self, token: int) -> None:
+        if token:
+            self._budget.give_back(token)  # type: ignore[union-attr]
 
     def _check_in(self, record: _Record, now: float) -> _Record | None:
         """Make a returned connection fit for the next caller, or drop it (then None)."""
@@ -837,7 +1113,7 @@ class ConnectionPool:
                 "pool %r: closed a connection that was given back while a command was still under way on it (another "
                 "greenlet or thread was using it, or its command was interrupted); its server session ends", self.name,
             )
-            return self._abort(conn)
+            return self._abort(record)
         try:
             cleared = self._driver.reset(conn, self.config.reset)
         except BaseException as exc:
@@ -845,7 +1121,7 @@ class ConnectionPool:
                 self._suspect_before = self._clock()
             self._counters[S.DISCARDED] += 1
             log.info("pool %r: dropped a connection that could not be reset (%s)", self.name, type(exc).__name__)
-            self._driver.abort(conn)
+            self._drop(record)
             if not isinstance(exc, Exception):
                 raise
             return None
@@ -855,55 +1131,93 @@ class ConnectionPool:
         record.last_used = now
         if now >= record.expires:
             self._counters[S.RECYCLED] += 1
-            self._driver.close(conn)
+            self._close(record)
             return None
         return record
 
-    def _hand_back(self, lease: Lease, record: _Record | None) -> None:
-        """Free ``lease``'s slot: to the oldest waiter if there is one (with the connection, if any), else to the
-        pool."""
-        waiter = None
-        to_close = None
+    def _hand_back(self, lease: Lease | None, record: _Record | None) -> None:
+        """Free ``lease``'s slot (None: a connection that holds no slot). With a server budget, a caller queued for
+        room on the server gets the connection first (`ServerBudget`); then the slot goes to this pool's oldest
+        waiter (with the connection, if it is still here), else both go back to the pool."""
+        budget = self._budget
+        if budget is None:
+            self._after_free(*self._free_slot(lease, record))
+            return
+        handover = None
+        with budget._lock:  # held across the idle append too, so that a caller cannot queue past an idle connection
+            if record is not None and not self._closed and (lease is None or lease._generation == self._generation):
+                handover = budget._grant_locked(self, record)
+                if handover is not None:
+                    record = None
+            freed = self._free_slot(lease, record)
+        if handover is not None:
+            granted, to_close = handover
+            if to_close is not None:
+                self._counters[S.HANDED_OVER] += 1
+                self._driver.close(to_close.conn)  # its token is the waiter's now
+            granted.event.set()
+        self._after_free(*freed)
+
+    def _free_slot(self, lease: Lease | None, record: _Record | None) -> tuple[_Waiter | None, _Record | None]:
+        """Under this pool's lock: the slot to the oldest waiter (with `record`), else `record` to the idle ones.
+        Returns the waiter to wake and the connection to close."""
         with self._lock:
-            if self._leases.pop(id(lease), None) is None:
-                to_close = record  # its slot was already freed (reset_after_fork)
-            elif self._waiters and not self._closed:
+            if lease is not None and self._leases.pop(id(lease), None) is None:
+                return None, record  # its slot was already freed (reset_after_fork)
+            if lease is not None and self._waiters and not self._closed:
                 waiter = self._waiters.popleft()
                 waiter.granted = True
                 waiter.record = record
                 self._leases[id(waiter.lease)] = waiter.lease
-            elif record is not None and not self._closed and self._keeps_idle:
+                return waiter, None
+            if record is not None and not self._closed and self._keeps_idle:
                 self._idle.append(record)
-            else:
-                to_close = record
+                return None, None
+            return None, record
+
+    def _after_free(self, waiter: _Waiter | None, to_close: _Record | None) -> None:
         if waiter is not None:
             waiter.event.set()
         if to_close is not None:
-            self._driver.close(to_close.conn)
+            self._close(to_close)
         if self._drained is not None and not self._leases:
             self._drained.set()
 
-    def _make_ready(self, record: _Record | None) -> _Record:
-        """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot."""
+    def _first_healthy(self, record: _Record | None) -> _Record | None:
+        """`record` if it is fit for use, else the next idle one that is (dead ones are dropped), else None."""
         while record is not None:
             if self._healthy(record):
                 return record
             with self._lock:
                 record = self._idle.pop() if self._idle else None
-        return self._connect()
+        return None
+
+    def _make_ready(self, record: _Record | None, deadline: float) -> _Record:
+        """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot; a new
+        connection needs room in the server budget, if there is one, waited for until `deadline`."""
+        while True:
+            ready = self._first_healthy(record)
+            if ready is not None:
+                return ready
+            if self._budget is None:
+                return self._connect(0)
+            room = self._budget.take(self, deadline)
+            if isinstance(room, int):
+                return self._connect(room)
+            record = room
 
     def _healthy(self, record: _Record) -> bool:
         now = self._clock()
         conn = record.conn
         if now >= record.expires:
             self._counters[S.RECYCLED] += 1
-            self._driver.close(conn)
+            self._close(record)
             return False
         if not self._driver.is_alive(conn):
             # The server closed it (wait_timeout, KILL, restart): others idle since before now are suspect too.
             self._suspect_before = now
             self._counters[S.DISCARDED] += 1
-            self._driver.abort(conn)
+            self._drop(record)
             return False
         if now - record.last_used > self.config.ping_after or record.last_used < self._suspect_before:
             self._counters[S.PINGS] += 1
@@ -912,11 +1226,21 @@ class ConnectionPool:
             except Exception:  # noqa: BLE001 - any failure means this connection is not to be used
                 self._suspect_before = now
                 self._counters[S.DISCARDED] += 1
-                self._driver.abort(conn)
+                self._drop(record)
                 return False
         return True
 
-    def _connect(self, probe_claimed: bool = False) -> _Record:
+    def _connect(self, token: int, probe_claimed: bool = False) -> _Record:
+        """A new connection, opened on `token` (its place in the server budget, 0 without one): given back if none
+        opens."""
+        try:
+            return self._open_connection(token, probe_claimed)
+        except BaseException:
+            if token:
+                self._budget.give_back(token)  # type: ignore[union-attr]
+            raise
+
+    def _open_connection(self, token: int, probe_claimed: bool) -> _Record:
         now = self._clock()
         outage = self._outage
         with self._lock:
@@ -970,7 +1294,7 @@ class ConnectionPool:
                         self.target, outage.unreported)
             outage.unreported = 0
         outage.next_report = float("-inf")
-        return _Record(conn, now, self._lifetime)
+        return _Record(conn, now, self._lifetime, token)
 
     def _report_connect_error(self, exc: Exception) -> None:
         # One line per failed checkout would flood the log while the database is down; none would hide it.
@@ -1034,7 +1358,7 @@ class ConnectionPool:
             candidates = list(keep)
         for record, reason in to_close:
             self._counters[reason] += 1
-            self._driver.close(record.conn)
+            self._close(record)
         # Idle connections the server closed (a restart, a kill, wait_timeout) are dropped now rather than at the next
         # checkout: the min_idle refill then finds out whether the database answers, and readiness says so, with no
         # traffic needed. A zero-timeout poll per idle connection, outside the lock; one lent out meanwhile is left.
@@ -1047,7 +1371,7 @@ class ConnectionPool:
             self._suspect_before = now
             for record in dead:
                 self._counters[S.DISCARDED] += 1
-                self._driver.abort(record.conn)
+                self._drop(record)
 
     def _fill_min_idle(self, *, quiet: bool = True) -> int:
         """Open connections, one at a time, until `min_idle` are idle, while slots are free and nobody waits. Returns
@@ -1064,7 +1388,10 @@ class ConnectionPool:
                 self._leases[id(placeholder)] = placeholder
             record: _Record | None = None
             try:
-                record = self._connect()
+                token = self._budget.try_take() if self._budget is not None else 0
+                if self._budget is not None and not token:
+                    return opened  # the server's budget is in use: idle connections would only be taken back
+                record = self._connect(token)
                 opened += 1
             except Exception:  # reported by _connect; the next round tries again
                 if not quiet:
@@ -1130,6 +1457,8 @@ _process = _Process()
 def reset_all_after_fork() -> None:
     """Drop every pool's inherited connections in a new child process (no COM_QUIT)."""
     _process.pid = os.getpid()
+    for budget in server_budgets():
+        budget._check_process()  # first: the pools' inherited connections then hold tokens of the parent's count
     for pool in list(_all_pools):
         pool.reset_after_fork()
 

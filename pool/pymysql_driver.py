@@ -1006,7 +1006,8 @@ class PyMySQLDriver:
         self.disconnect_codes = DISCONNECT_CODES | frozenset(disconnect_codes)
         self.extra_is_disconnect = is_disconnect
         where = kwargs.get("unix_socket") or self.hosts.format()
-        self.target = f"{kwargs.get('user')}@{where}/{kwargs.get('database', '')}"
+        self.server = f"{kwargs.get('user')}@{where}"
+        self.target = f"{self.server}/{kwargs.get('database', '')}"
         database = str(kwargs.get("database") or "")
         self.session = SessionPolicy(
             target=self.target, session_init=tuple(init), autocommit=bool(kwargs["autocommit"]),

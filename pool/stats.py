@@ -79,6 +79,12 @@ IDLE_CLOSED = _stat("idle_closed", "counter", "connections closed after idle_tim
 RECLAIMED = _stat("reclaimed", "counter", "connections taken back from an owner (greenlet or thread) that died "
                                           "holding them")
 LEAKS = _stat("leaks", "counter", "connections held longer than leak_threshold (warned once each)")
+SERVER_WAITS = _stat("server_waits", "counter", "checkouts that held a slot but had to queue for room on the server "
+                                              "(server_size used up by the pools that share it)")
+SERVER_WAIT_MS = _stat("server_wait_ms", "counter", "time callers spent queued for room on the server, in milliseconds")
+HANDED_OVER = _stat("handed_over", "counter", "connections closed to give their place in the server budget "
+                                              "(server_size) to another pool's caller: idle ones taken, or returned "
+                                              "ones while that pool's callers queued")
 RESETS = _stat("resets", "counter", "connections made fit for the next caller on return")
 USAGE_MS = _stat("usage_ms", "counter", "time connections were held by callers, checkout to return, in milliseconds")
 

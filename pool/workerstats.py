@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .background import start_background
-from .core import ConnectionPool, all_pools, subscribe_pools, unsubscribe_pools
+from .core import ConnectionPool, all_pools, server_budgets, subscribe_pools, unsubscribe_pools
 from .stats import IMMEDIATE, SIZE, TABLE, Combine, wait_buckets
 
 log = logging.getLogger("pool.workerstats")
@@ -57,11 +57,23 @@ def this_process() -> dict[str, Any]:
     free as a wait of 0, so that the page's p99 is the p99 /metrics and OpenTelemetry give."""
     _track_waits()
     stats = {}
-    for pool in all_pools():
+    pools = all_pools()
+    for pool in pools:
         stats[pool.name] = figures = pool.stats()
         _count_zero_waits(pool, figures)
-    return {"pid": os.getpid(), "at": _now(), "pools": stats,
+    servers = [budget.stats() for budget in server_budgets()]
+    return {"pid": os.getpid(), "at": _now(), "pools": stats, "servers": servers, "cap": _cap(pools),
             "wait_buckets": {name: list(counts) for name, counts in _wait_buckets.items()}}
+
+
+def _cap(pools: list[ConnectionPool]) -> int:
+    """The most connections this process may hold: each server budget (or the sizes of its pools, if smaller), and
+    the size of each pool outside a budget."""
+    cap = 0
+    for budget in server_budgets():
+        sizes = sum(p.config.size for p in pools if p.server == budget.key and p.config.server_size is not None)
+        cap += min(budget.size, sizes)
+    return cap + sum(p.config.size for p in pools if p.config.server_size is None)
 
 
 # Seconds: the upper bounds of the wait buckets the snapshots count (0, then 1 ms to the pool timeout, as /metrics has
@@ -307,6 +319,22 @@ def add_up(snapshots: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return totals
 
 
+def add_up_servers(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per server budget, over every worker: budget, open and waiting added up, and each pool's open connections (its
+    share of the server)."""
+    servers: dict[str, dict[str, Any]] = {}
+    for snapshot in workers:
+        for one in snapshot.get("servers", []):
+            total = servers.setdefault(one["server"], {"server": one["server"], "server_size": 0, "open": 0,
+                                                       "waiting": 0, "workers": 0, "pools": {}})
+            total["workers"] += 1
+            for key in ("server_size", "open", "waiting"):
+                total[key] += one[key]
+            for name, count in one["pools"].items():
+                total["pools"][name] = total["pools"].get(name, 0) + count
+    return list(servers.values())
+
+
 def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, Any]:
     """What `/-/pool` and the status page show: every live worker (this one read now, the others from their last
     snapshot, with its age), the figures added up per pool, the budget (every pool's size added up, and twice that
@@ -316,7 +344,8 @@ def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, An
     workers = sorted([here, *others], key=lambda s: s["pid"])
     now = _now()
     totals = add_up(workers)
-    budget = int(sum(total.get(SIZE, 0) for total in totals.values()))
+    # Each worker's cap (server budgets counted once, not per pool); a snapshot of an older version has only sizes.
+    budget = int(sum(s["cap"] if "cap" in s else sum(p.get(SIZE, 0) for p in s["pools"].values()) for s in workers))
     if directory is None:
         server: dict[str, Any] | None = {"error": f"{ENV_DIR} is not set: this process cannot see the other workers "
                                                   f"nor count the server's connections (serve with gunicorn.conf.py)"}
@@ -330,7 +359,8 @@ def overview(directory: StatsDir | None, *, watch: bool = False) -> dict[str, An
             server = {"pending": True}
     return {
         "workers": [{"pid": s["pid"], "age_s": round(max(0.0, now - s["at"]), 1), "pools": s["pools"],
-                     "wait_buckets": s.get("wait_buckets", {})} for s in workers],
+                     "servers": s.get("servers", []), "wait_buckets": s.get("wait_buckets", {})} for s in workers],
+        "servers": add_up_servers(workers),
         "wait_bounds": list(_wait_bounds),
         "total": totals,
         "budget": {"workers": len(workers), "connections": budget, "during_reload": 2 * budget},

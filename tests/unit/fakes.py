@@ -37,6 +37,7 @@ class FakeHandle:
 
 class FakeDriver:
     target = "fake@nowhere/test"
+    server = "fake@nowhere"
 
     def __init__(self) -> None:
         self.opened: list[FakeConnection] = []

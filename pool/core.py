@@ -319,10 +319,10 @@ class ServerBudget:
                 return self._generation
         return 0
 
-    def take(self, pool: ConnectionPool, deadline: float) -> int | _Record:
+    def take(self, pool: ConnectionPool, deadline: float, timeout: float) -> int | _Record:
         """For `pool`, which holds a slot and needs a connection: a token (an int: open one) or an idle connection of
-        its own (check it, as any idle one). Waits in the server's queue until `deadline` on the pool's clock, then
-        raises PoolTimeout."""
+        its own (check it, as any idle one). Waits in the server's queue until `deadline` on the pool's clock (the end
+        of the caller's `timeout`, part of which it may have spent queued for the slot), then raises PoolTimeout."""
         self._check_process()
         stolen: tuple[ConnectionPool, _Record] | None = None
         with self._lock:
@@ -371,12 +371,13 @@ class ServerBudget:
             raise PoolClosed(f"pool {pool.name!r} was closed while waiting for a connection")
         pool._counters[S.TIMEOUTS] += 1
         raise PoolTimeout(
-            f"pool {pool.name!r} waited {waited:.3g}s for room on server {self.key}, whose budget for this process "
-            f"(server_size={self.size}) is taken by its pools ({self.describe_pools()}); {waiting} more wait. "
+            f"pool {pool.name!r} had no connection after {timeout:g}s ({waited:.3g}s of it queued for room on server "
+            f"{self.key}, whose budget for this process, server_size={self.size}, is taken by its pools: "
+            f"{self.describe_pools()}); {waiting} more wait. "
             + (self._holds_another(pool) or
                f"Raise {pool.config.setting_source('server_size')} if the server has room for server_size x processes "
                f"connections, or find what holds connections so long"),
-            pool=pool.name, size=self.size, in_use=in_use, waiting=waiting, timeout=waited,
+            pool=pool.name, size=self.size, in_use=in_use, waiting=waiting, timeout=timeout,
         )
 
     def _holds_another(self, pool: ConnectionPool) -> str:
@@ -384,12 +385,13 @@ class ServerBudget:
         that each hold one alias's connection while they wait for another's can take the whole budget."""
         owner = _current_owner()
         for member in self._pools:
-            if member is not pool and any(lease._owner() is owner for lease in list(member._leases.values())):
-                return (f"This caller holds a connection of pool {member.name!r} on the same server while it waits: "
-                        f"when every connection of the budget is held that way nobody can go on. Let go of one "
-                        f"alias's connection before using the next (lease='transaction' does so between statements), "
-                        f"or raise {pool.config.setting_source('server_size')} above the aliases a request uses at "
-                        f"once x its concurrency")
+            if any(lease._owner() is owner and lease._record is not None for lease in list(member._leases.values())):
+                return (f"This caller already holds a connection of pool {member.name!r} on the same server while it "
+                        f"waits for another: when every connection of the budget is held that way nobody can go on. "
+                        f"Let go of one connection before taking the next (lease='transaction' does so between "
+                        f"statements; close a connection.copy() before using the alias again, or the other way "
+                        f"round), or raise {pool.config.setting_source('server_size')} above the connections a "
+                        f"request holds at once x its concurrency")
         return ""
 
     def give_back(self, token: int) -> None:
@@ -713,7 +715,7 @@ class ConnectionPool:
             lease._since = self._clock()  # held from now: usage and leak time do not count the queueing
         try:
             # Room on the server (server_size) is waited for within the same bound as the slot.
-            record = self._make_ready(record, now + timeout)
+            record = self._make_ready(record, now + timeout, timeout)
             lease._handle = self._driver.lend(record.conn)
         except BaseException:
             self._hand_back(lease, None)
@@ -1192,7 +1194,7 @@ class ConnectionPool:
                 record = self._idle.pop() if self._idle else None
         return None
 
-    def _make_ready(self, record: _Record | None, deadline: float) -> _Record:
+    def _make_ready(self, record: _Record | None, deadline: float, timeout: float) -> _Record:
         """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot; a new
         connection needs room in the server budget, if there is one, waited for until `deadline`."""
         while True:
@@ -1201,7 +1203,7 @@ class ConnectionPool:
                 return ready
             if self._budget is None:
                 return self._connect(0)
-            room = self._budget.take(self, deadline)
+            room = self._budget.take(self, deadline, timeout)
             if isinstance(room, int):
                 return self._connect(room)
             record = room

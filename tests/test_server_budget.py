@@ -4,6 +4,7 @@ nothing fails but bounded-wait 503s, and the aliases with few users are not star
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from harness.mariadb import APP_USER, PrivateMariaDB
-from harness.tools import ROOT, Gunicorn, wait_until
-from tests.budget_settings import TENANTS
+from harness.mariadb import APP_USER, ROOT_PASSWORD, PrivateMariaDB
+from harness.tools import ROOT, Gunicorn, run_script, wait_until
 
 pytestmark = pytest.mark.slow
 
 WORKERS, SIZE, SERVER_SIZE = 2, 10, 10
+TENANTS = ("tenant1", "tenant2", "tenant3")  # tests/budget_settings.py's
 
 
 class Sampler:
@@ -55,6 +56,99 @@ def tenant_server() -> Iterator[PrivateMariaDB]:
         db.query(f"CREATE DATABASE IF NOT EXISTS {tenant}")
     yield db
     db.destroy()
+
+
+IN_PROCESS = """
+    from gevent import monkey; monkey.patch_all()
+    import json, os, gevent, django, pymysql
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.budget_settings"
+    django.setup()
+    from django.conf import settings
+    from django.db import connections
+    from deploy.shop.models import Product
+    from pool import ConnectionPool, PoolConfig
+    from pool.core import server_budgets
+
+    admin = pymysql.connect(**json.loads(os.environ["KIT_ADMIN_KWARGS"]))
+    samples, running = [], True
+    def sample():
+        with admin.cursor() as cur:
+            while running:
+                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+                samples.append(cur.fetchone()[0])
+                gevent.sleep(0.005)
+    sampler = gevent.spawn(sample)
+    out = {}
+
+    # The test runner's way: a test database for one alias (NAME renamed to test_tenant3, migrated), then using=.
+    test_name = connections["tenant3"].creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    Product.objects.using("tenant3").filter(pk__gt=1).delete()  # the seeded rows, but one
+
+    def unit(i):
+        alias = ("default", "tenant1", "tenant2", "tenant3")[i % 4]
+        for _ in range(5):
+            with connections[alias].cursor() as cur:
+                cur.execute("SELECT DATABASE(), SLEEP(0.002)")
+                database = cur.fetchone()[0]
+        if alias == "tenant3":
+            count = Product.objects.using(alias).count()
+        else:
+            count = None
+        connections[alias].close()
+        # A wrapper of its own, on the alias's pool (used after the alias's connection went back: holding both at
+        # once, 40 greenlets would hold the whole budget, each waiting for its second connection).
+        copy = connections[alias].copy()
+        with copy.cursor() as cur:
+            cur.execute("SELECT 1")
+        copy.close()
+        return alias, database, count
+
+    units = [gevent.spawn(unit, i) for i in range(40)]
+    gevent.joinall(units, timeout=120)
+    out["django"] = {"answers": sorted({tuple(map(str, u.value)) for u in units if u.successful()}),
+                     "failed": [repr(u.exception) for u in units if not u.successful()],
+                     "budgets": [b.stats() for b in server_budgets()], "test_name": test_name}
+    connections["tenant3"].creation.destroy_test_db(test_name, verbosity=0)
+    connections.close_all()
+
+    # The plain pool: two databases of the same server, one budget.
+    kwargs = json.loads(os.environ["KIT_APP_KWARGS"])
+    plain = [ConnectionPool({**kwargs, "database": name}, PoolConfig(size=3), name=name)
+             for name in ("app", "tenant1")]
+    def use(pool):
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT SLEEP(0.005)")
+    jobs = [gevent.spawn(use, plain[i % 2]) for i in range(40)]
+    gevent.joinall(jobs, timeout=60)
+    out["plain"] = {"ok": sum(j.successful() for j in jobs), "shared": plain[0]._budget is plain[1]._budget,
+                    "budget": plain[0]._budget.stats()}
+    running = False
+    sampler.join(5)
+    out["peak"], out["samples"] = max(samples), len(samples)
+    print(json.dumps(out))
+"""
+
+
+def test_django_aliases_copies_test_databases_and_the_plain_pool_share_the_budget(
+        tenant_server: PrivateMariaDB) -> None:
+    admin = {"unix_socket": tenant_server.socket_path, "user": "root", "password": ROOT_PASSWORD}
+    out = run_script(IN_PROCESS, env={"DATABASE_URL": tenant_server.app_url(), "POOL_SERVER_SIZE": "3",
+                                      "POOL_SIZE": "3", "POOL_MIN_IDLE": "0",
+                                      "KIT_ADMIN_KWARGS": json.dumps(admin),
+                                      "KIT_APP_KWARGS": json.dumps(tenant_server.app_connect_kwargs())})
+    print(json.dumps(out)[:2000])
+    django = out["django"]
+    assert django["failed"] == []
+    assert django["answers"] == [["default", "app", "None"], ["tenant1", "tenant1", "None"],
+                                 ["tenant2", "tenant2", "None"], ["tenant3", "test_tenant3", "1"]]
+    (budget,) = [b for b in django["budgets"] if b["server"].startswith("app@127.0.0.1:")]
+    # Every alias, the test database's pool and the copies' (the same pool as their alias's) count against one budget.
+    assert budget["server_size"] == 3 and {"default", "tenant1", "tenant2", "tenant3"} <= set(budget["pools"])
+    assert out["plain"] == {"ok": 40, "shared": True, "budget": out["plain"]["budget"]}
+    # POOL_SERVER_SIZE=3 for every pool of the process: Django's four aliases, the test database's and the plain ones.
+    assert out["plain"]["budget"]["server_size"] == 3 and {"app", "tenant1"} <= set(out["plain"]["budget"]["pools"])
+    assert out["peak"] <= 3, out["peak"]
+    assert out["samples"] > 20
 
 
 def http_load(base: str, clients: int, paths: list[str], seconds: float) -> subprocess.Popen[str]:

@@ -105,6 +105,7 @@ def test_a_caller_queues_when_every_connection_of_the_server_is_in_use_and_times
     assert time.monotonic() - started >= 0.04
     message = str(caught.value)
     assert "server_size=3" in message and "'a' 3" in message and "PoolConfig(server_size=...)" in message
+    assert message.startswith("pool 'b' had no connection after 0.05s")
     assert b.stats()[S.SERVER_WAITS] == 1 and b.stats()[S.TIMEOUTS] == 1
     assert b.stats()[S.IN_USE] == 0  # its slot came back
     for lease in held:
@@ -175,6 +176,17 @@ def test_the_server_queue_is_served_before_the_pools_own_waiters() -> None:
         thread.join(5)
     assert sorted(order) == ["busy", "busy", "busy", "quiet"]
     assert server.peak == 2
+
+
+def test_a_caller_that_times_out_holding_another_connection_of_the_server_is_told_so() -> None:
+    server = FakeServer()
+    a = make_pool(server, "a", size=2, server_size=2)
+    b = make_pool(server, "b", size=2, server_size=2)
+    mine, other = a.acquire(), b.acquire()
+    with pytest.raises(PoolTimeout, match="already holds a connection of pool 'a' on the same server"):
+        b.acquire(timeout=0.02)
+    a.release(mine)
+    b.release(other)
 
 
 def test_closing_a_pool_wakes_its_callers_queued_for_the_server() -> None:

@@ -125,8 +125,8 @@ def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int]:
     """(budget, workers, pool size) as gunicorn would see them with this environment."""
     from pool.budget import read_gunicorn_conf
 
-    workers, size = read_gunicorn_conf(conf_path)
-    return hosts * workers * size, workers, size
+    conf = read_gunicorn_conf(conf_path)
+    return hosts * conf.workers * conf.pool_size, conf.workers, conf.pool_size
 
 
 # -- where to count --------------------------------------------------------------------------------------------------

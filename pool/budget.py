@@ -91,6 +91,7 @@ class Tier:
     here: str  # this host's address: where the counting connection comes from, as the server sees it
     counts: Mapping[str, int] = field(default_factory=dict)  # address -> connections; this host's too, if any
     visibility: Visibility | None = None  # whose threads were counted (None: not read)
+    databases: Mapping[str, int] = field(default_factory=dict)  # PROCESSLIST.DB -> connections ("" for none)
 
     @property
     def others(self) -> dict[str, int]:
@@ -120,21 +121,24 @@ def client_address(host: str) -> str:
 
 def read_tier(cursor: Any, user: str) -> Tier:
     """The tier as this server sees it: `user`'s connections by client address, without monitors and without the
-    counting connection, whose own address is `here`. Without the PROCESS privilege only the threads of the
-    connection's own account are listed: see read_visibility."""
+    counting connection, whose own address is `here`; and the same connections by current database (each alias's,
+    or tenant's, share of the server). Without the PROCESS privilege only the threads of the connection's own account
+    are listed: see read_visibility."""
     cursor.execute(
-        "SELECT HOST, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
+        "SELECT HOST, DB, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
         "OR (USER = %s AND COALESCE(DB, '') <> %s)", (user, MONITOR_DATABASE)
     )
     here = ""
     counts: dict[str, int] = {}
-    for host, own in cursor.fetchall():
+    databases: dict[str, int] = {}
+    for host, database, own in cursor.fetchall():
         address = client_address(str(host or ""))
         if own:
             here = address
         else:
             counts[address] = counts.get(address, 0) + 1
-    return Tier(here, counts)
+            databases[str(database or "")] = databases.get(str(database or ""), 0) + 1
+    return Tier(here, counts, databases=databases)
 
 
 @dataclass(frozen=True)

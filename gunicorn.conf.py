@@ -44,15 +44,17 @@ accesslog = env_str("ACCESS_LOG", "-") or None
 control_socket_disable = not env_flag("GUNICORN_CONTROL_SOCKET", False)
 loglevel = env_str("LOG_LEVEL", "info")
 
-# -- the database pool: one per worker; workers x size is the most the app ever holds on the server --------------------
+# -- the database pool: one per worker and alias; workers x size per alias is the most the app holds on the server ----
 # Only what differs from the pool's defaults (docs/settings.md lists them all). These go over Django's
 # OPTIONS["pool"] and under POOL_<NAME> from the environment, e.g. POOL_SIZE=20; configure_pool hands them to every
 # worker's pools in the environment variable POOL_CONF. Warm start: each worker opens its connections before serving,
 # so the first requests pay no connect and /metrics has every worker from the first scrape.
 # configure_pool(lease="transaction") lends a connection per statement or transaction instead of per request: for
 # views that wait on APIs, caches or slow clients between queries (docs/lease.md).
+# Several aliases (tenants, isolation levels) on one server: server_size=N (POOL_SERVER_SIZE) bounds them together, N
+# per worker, and the budget check counts workers x N (docs/deploy.md, several aliases or tenants on one server).
 pool = configure_pool(warm_start=True)
-# Start-up check of workers x size (x2 for a reload) + reserve against the server's max_connections.
+# Start-up check of workers x size, or server_size when set (x2 for a reload) + reserve against max_connections.
 budget_reserve = env_setting("budget_reserve")  # POOL_BUDGET_RESERVE
 budget_strict = env_setting("budget_strict")  # POOL_BUDGET_STRICT=1: refuse to start when over budget, not warn
 # Prometheus metrics of every worker's pool, added up at /metrics (prometheus_client's multiprocess mode); "" disables.

@@ -4,9 +4,11 @@ While a test runs, the master (or the local runner) polls the database server an
 connections. At the end it prints peak and mean against the budget, writes them beside locust's CSV and into its HTML
 report, and makes locust exit non-zero when the peak went over. In the web UI it draws them live, against the budget.
 
-The budget is hosts x workers x pool size, read from gunicorn.conf.py (with the same POOL_*/WEB_WORKERS environment
-gunicorn sees), so there is no second copy of the numbers to drift. Each app host (client address, as the server lists
-it) is held to its share, workers x pool size, too: a host over its share fails the run even when the total fits.
+The budget is hosts x workers x server_size, or pool size without it, read from gunicorn.conf.py (with the same
+POOL_*/WEB_WORKERS environment gunicorn sees), so there is no second copy of the numbers to drift. Each app host
+(client address, as the server lists it) is held to its share, workers x the same, too: a host over its share fails
+the run even when the total fits. Each database (PROCESSLIST.DB: an alias's, or a tenant's) gets its peak reported
+beside what one alias may hold, hosts x workers x pool size; that line informs, the server's total decides.
 
 Where it counts: --db-url, else DATABASE_URL, else the private MariaDB of a kit that `scripts/serve` runs on this
 machine for the --host being loaded (run/serve.json). Without any of them it says so in one line and the load runs
@@ -16,6 +18,7 @@ uncounted; --budget-required makes that a failure.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import time
@@ -38,9 +41,9 @@ CHART_POINTS = 600
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     parser.add_argument("--budget-conf", default=str(ROOT / "gunicorn.conf.py"), env_var="KIT_BUDGET_CONF",
-                        help="gunicorn conf to read workers and the pool size from")
+                        help="gunicorn conf to read workers, the pool size and server_size from")
     parser.add_argument("--budget-hosts", type=int, default=1, env_var="KIT_BUDGET_HOSTS",
-                        help="app hosts sharing the database (budget = hosts x workers x pool size)")
+                        help="app hosts sharing the database (budget = hosts x workers x server_size, or pool size)")
     parser.add_argument("--db-url", default="", env_var="KIT_MONITOR_DATABASE_URL",
                         help="where to count connections (default: DATABASE_URL, else the database of a kit that "
                              "scripts/serve runs here); the app's own credentials suffice")
@@ -61,11 +64,27 @@ class Verdict:
     not_counted: str = ""  # why no sample could be taken, when none was
     server: str = ""  # which server, when the run counts on more than one (a host list, a replica)
     host_peaks: dict[str, int] = field(default_factory=dict)  # client address -> its peak, as the server listed it
+    server_size: int | None = None  # a worker's budget on the server, shared by its pools (None: pool size counts)
+    db_peaks: dict[str, int] = field(default_factory=dict)  # PROCESSLIST.DB -> its peak ("": none selected)
+
+    @property
+    def per_worker(self) -> str:
+        return f"server_size {self.server_size}" if self.server_size is not None else f"pool {self.pool_size}"
 
     @property
     def share(self) -> int:
-        """What one app host may hold: workers x pool size."""
-        return self.workers * self.pool_size
+        """What one app host may hold: workers x server_size, or pool size."""
+        return self.workers * (self.server_size if self.server_size is not None else self.pool_size)
+
+    @property
+    def alias_bound(self) -> int:
+        """The most one alias (one pool per worker) may hold on the server: hosts x workers x pool size."""
+        return self.hosts * self.workers * self.pool_size
+
+    @property
+    def alias_formula(self) -> str:
+        hosts = f"{self.hosts} host(s) x " if self.hosts != 1 else ""
+        return f"{hosts}{self.workers} workers x pool {self.pool_size}"
 
     @property
     def hosts_over(self) -> dict[str, int]:
@@ -94,7 +113,7 @@ class Verdict:
 
     @property
     def formula(self) -> str:
-        return f"{self.hosts} host(s) x {self.workers} workers x pool {self.pool_size}"
+        return f"{self.hosts} host(s) x {self.workers} workers x {self.per_worker}"
 
     def summary(self) -> str:
         label = f"db connections on {self.server}" if self.server else "db connections"
@@ -108,11 +127,23 @@ class Verdict:
         """One line per app host: its peak against its share."""
         where = f" on {self.server}" if self.server else ""
         lines = [f"db connections from app host {address}{where}: peak {peak}; share {self.share} = {self.workers} "
-                 f"workers x pool {self.pool_size}: {'OVER ITS SHARE' if peak > self.share else 'within its share'}"
+                 f"workers x {self.per_worker}: {'OVER ITS SHARE' if peak > self.share else 'within its share'}"
                  for address, peak in sorted(self.host_peaks.items())]
         if len(self.host_peaks) > self.hosts:
             lines.append(f"db connections{where}: the server listed {len(self.host_peaks)} app hosts, the budget "
                          f"counts {self.hosts} (--budget-hosts)")
+        return lines
+
+    def database_summaries(self) -> list[str]:
+        """One line per database: its peak beside the server's, and what one alias may hold. Informative only: two
+        aliases may share a database (isolation levels), and tenants' pools are bounded together by server_size."""
+        where = f" on {self.server}" if self.server else ""
+        lines = []
+        for database, peak in sorted(self.db_peaks.items()):
+            above = ("; above one alias's bound: several aliases use this database, or connections come from outside "
+                     "the pool" if peak > self.alias_bound else "")
+            lines.append(f"db connections to database {database or '(none)'}{where}: peak {peak} (the server's "
+                         f"{self.peak}); each alias up to {self.alias_bound} = {self.alias_formula}{above}")
         return lines
 
     def chart(self) -> list[tuple[float, int]]:
@@ -121,12 +152,12 @@ class Verdict:
         return [max(self.samples[i:i + step], key=lambda s: s[1]) for i in range(0, len(self.samples), step)]
 
 
-def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int]:
-    """(budget, workers, pool size) as gunicorn would see them with this environment."""
+def read_budget(conf_path: str, hosts: int) -> tuple[int, int, int, int | None]:
+    """(budget, workers, pool size, server_size) as gunicorn would see them with this environment."""
     from pool.budget import read_gunicorn_conf
 
-    workers, size = read_gunicorn_conf(conf_path)
-    return hosts * workers * size, workers, size
+    workers, size, server_size = read_gunicorn_conf(conf_path)
+    return hosts * workers * (server_size if server_size is not None else size), workers, size, server_size
 
 
 # -- where to count --------------------------------------------------------------------------------------------------
@@ -248,10 +279,10 @@ class _Gate:
 
     def start(self, environment: Any) -> None:
         options = environment.parsed_options
-        budget, workers, size = read_budget(options.budget_conf, options.budget_hosts)
+        budget, workers, size, server_size = read_budget(options.budget_conf, options.budget_hosts)
         found = find_databases(options, environment.host)
         if isinstance(found, str):
-            verdict = Verdict(budget, workers, size, options.budget_hosts, not_counted=found)
+            verdict = Verdict(budget, workers, size, options.budget_hosts, not_counted=found, server_size=server_size)
             self.verdicts.append(verdict)
             self._current = [verdict]
             self.runs.append(self._current)
@@ -261,7 +292,8 @@ class _Gate:
         self._current = []
         self.runs.append(self._current)
         for kwargs, user, where, server in found:
-            verdict = Verdict(budget, workers, size, options.budget_hosts, where=where, server=server)
+            verdict = Verdict(budget, workers, size, options.budget_hosts, where=where, server=server,
+                              server_size=server_size)
             self.verdicts.append(verdict)
             self._current.append(verdict)
             _say(f"budget gate: counting {verdict.where}; budget {budget} = {verdict.formula}")
@@ -286,6 +318,8 @@ class _Gate:
                     verdict.samples.append((time.monotonic() - started, tier.total))
                     for address, n in tier.counts.items():
                         verdict.host_peaks[address] = max(n, verdict.host_peaks.get(address, 0))
+                    for database, n in tier.databases.items():
+                        verdict.db_peaks[database] = max(n, verdict.db_peaks.get(database, 0))
                     gevent.sleep(POLL_INTERVAL)
         except pymysql.err.MySQLError as exc:
             # The samples so far stand; the verdict says counting stopped.
@@ -307,6 +341,8 @@ class _Gate:
             if verdict.per_host:
                 for line in verdict.host_summaries():
                     _say(line)
+            for line in verdict.database_summaries():
+                _say(line)
             if getattr(options, "csv_prefix", None):
                 self._write_csv(options.csv_prefix + (f"_{index + 1}" if index else ""), verdict)
 
@@ -318,15 +354,22 @@ class _Gate:
             writer.writerows((f"{t:.2f}", n, verdict.budget) for t, n in verdict.samples)
         with open(f"{prefix}_db_connections_summary.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["peak", "mean", "samples", "budget", "workers", "pool_size", "hosts", "verdict"])
+            writer.writerow(["peak", "mean", "samples", "budget", "workers", "pool_size", "hosts", "verdict",
+                             "server_size"])
             outcome = ("over" if verdict.over else "ok") if verdict.counted else "not counted"
             writer.writerow([verdict.peak, f"{verdict.mean:.2f}", len(verdict.samples), verdict.budget,
-                             verdict.workers, verdict.pool_size, verdict.hosts, outcome])
+                             verdict.workers, verdict.pool_size, verdict.hosts, outcome,
+                             "" if verdict.server_size is None else verdict.server_size])
         with open(f"{prefix}_db_connections_hosts.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["app_host", "peak", "share", "verdict"])
             writer.writerows((address, peak, verdict.share, "over" if peak > verdict.share else "ok")
                              for address, peak in sorted(verdict.host_peaks.items()))
+        with open(f"{prefix}_db_connections_databases.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["database", "peak", "server_peak", "alias_bound"])
+            writer.writerows((database, peak, verdict.peak, verdict.alias_bound)
+                             for database, peak in sorted(verdict.db_peaks.items()))
 
     def report(self) -> dict[str, Any]:
         """What the web UI's chart shows: the latest run's samples against its budget, and its verdict once over."""
@@ -349,7 +392,8 @@ class _Gate:
             "over": latest.over if finished and latest.counted else None,
             "servers": [{"server": v.server, "now": v.samples[-1][1] if v.samples else None, "peak": v.peak,
                          "verdict": v.summary() if finished else None, "host_peaks": dict(v.host_peaks),
-                         "share": v.share} for v in latest_run],
+                         "share": v.share, "db_peaks": dict(v.db_peaks), "alias_bound": v.alias_bound}
+                        for v in latest_run],
             "runs": runs,
         }
 
@@ -427,13 +471,14 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     over = [v for v in _gate.verdicts if v.peak > v.budget]
     hosts_over = [(v, address) for v in _gate.verdicts for address in sorted(v.hosts_over)]
     if over:
-        print(f"FAILED: the app's database connections went over budget: {over[-1].summary()}. Lower POOL_SIZE or "
+        lower = "POOL_SERVER_SIZE" if over[-1].server_size is not None else "POOL_SIZE"
+        print(f"FAILED: the app's database connections went over budget: {over[-1].summary()}. Lower {lower} or "
               f"WEB_WORKERS, or look for connections opened outside the pool.", flush=True)
         environment.process_exit_code = 1
     elif hosts_over:
         verdict, address = hosts_over[-1]
         print(f"FAILED: app host {address} went over its share: peak {verdict.host_peaks[address]} > "
-              f"{verdict.share} = {verdict.workers} workers x pool {verdict.pool_size}, though the total fits. Look "
+              f"{verdict.share} = {verdict.workers} workers x {verdict.per_worker}, though the total fits. Look "
               f"for a host with more workers or a bigger pool than the others, or connections it opens outside the "
               f"pool.", flush=True)
         environment.process_exit_code = 1
@@ -450,6 +495,10 @@ def _append_to_html(path: str, verdicts: list[Verdict]) -> None:
         + "".join(f"<tr><td>{peak}</td><td>app host {address}</td><td>{v.share} (its share)</td>"
                   f"<td>{'OVER' if peak > v.share else 'ok'}</td></tr>"
                   for address, peak in sorted(v.host_peaks.items()) if v.per_host)
+        + "".join(f"<tr><td>{peak}</td><td>database {html.escape(database or '(none)')}</td>"
+                  f"<td>{v.alias_bound} (each alias: {v.alias_formula})</td>"
+                  f"<td>{'above one alias' if peak > v.alias_bound else 'ok'}</td></tr>"
+                  for database, peak in sorted(v.db_peaks.items()))
         for v in verdicts
     )
     section = (

@@ -1,7 +1,9 @@
 """Does the deployment's worst case fit the server's connection limits?
 
-The worst case is hosts x workers x pool size, doubled while a SIGHUP reload runs the old and the new workers side by
-side (for up to graceful_timeout), plus a reserve for everything else that connects (admin, migrations, cron).
+The worst case is hosts x workers x what one worker may hold on the server, doubled while a SIGHUP reload runs the old
+and the new workers side by side (for up to graceful_timeout), plus a reserve for everything else that connects
+(admin, migrations, cron). What one worker may hold is server_size when set (one budget for every pool to that server),
+else pool size x the pools it has there (aliases, tenants, isolation levels: each counts its size on its own).
 
 The host count a user types cannot see a tier that grows (replicas, an autoscaler's pods), so the check also reads the
 tier as the server sees it: the app user's connections grouped by client address (PROCESSLIST.HOST), this host being
@@ -16,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pymysql
 
@@ -89,6 +91,7 @@ class Tier:
     here: str  # this host's address: where the counting connection comes from, as the server sees it
     counts: Mapping[str, int] = field(default_factory=dict)  # address -> connections; this host's too, if any
     visibility: Visibility | None = None  # whose threads were counted (None: not read)
+    databases: Mapping[str, int] = field(default_factory=dict)  # PROCESSLIST.DB -> connections ("" for none)
 
     @property
     def others(self) -> dict[str, int]:
@@ -118,21 +121,24 @@ def client_address(host: str) -> str:
 
 def read_tier(cursor: Any, user: str) -> Tier:
     """The tier as this server sees it: `user`'s connections by client address, without monitors and without the
-    counting connection, whose own address is `here`. Without the PROCESS privilege only the threads of the
-    connection's own account are listed: see read_visibility."""
+    counting connection, whose own address is `here`; and the same connections by current database (each alias's,
+    or tenant's, share of the server). Without the PROCESS privilege only the threads of the connection's own account
+    are listed: see read_visibility."""
     cursor.execute(
-        "SELECT HOST, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
+        "SELECT HOST, DB, ID = CONNECTION_ID() FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID() "
         "OR (USER = %s AND COALESCE(DB, '') <> %s)", (user, MONITOR_DATABASE)
     )
     here = ""
     counts: dict[str, int] = {}
-    for host, own in cursor.fetchall():
+    databases: dict[str, int] = {}
+    for host, database, own in cursor.fetchall():
         address = client_address(str(host or ""))
         if own:
             here = address
         else:
             counts[address] = counts.get(address, 0) + 1
-    return Tier(here, counts)
+            databases[str(database or "")] = databases.get(str(database or ""), 0) + 1
+    return Tier(here, counts, databases=databases)
 
 
 @dataclass(frozen=True)
@@ -147,11 +153,18 @@ class Budget:
     connected_now: int
     server: str = ""  # which server of a host list ("" for a single one)
     tier: Tier | None = None  # the app hosts as the server lists them (None: not read)
+    server_size: int | None = None  # one worker's budget on the server, shared by its pools (None: each pool alone)
+    aliases: int = 1  # pools per worker to the server, each up to pool_size; counted only without server_size
+
+    @property
+    def per_worker(self) -> int:
+        """The most one worker holds on the server: server_size, else each of its pools there at its size."""
+        return self.server_size if self.server_size is not None else self.pool_size * self.aliases
 
     @property
     def share(self) -> int:
-        """This host's worst case: workers x pool size, x2 during a reload."""
-        return self.workers * self.pool_size * (2 if self.reload_overlap else 1)
+        """This host's worst case: workers x per worker, x2 during a reload."""
+        return self.workers * self.per_worker * (2 if self.reload_overlap else 1)
 
     @property
     def tier_needed(self) -> int:
@@ -165,11 +178,20 @@ class Budget:
 
     @property
     def app_peak(self) -> int:
-        return self.hosts * self.workers * self.pool_size * (2 if self.reload_overlap else 1)
+        return self.hosts * self.share
 
     @property
     def needed(self) -> int:
         return self.app_peak + self.reserve
+
+    @property
+    def lower(self) -> str:
+        """What to lower for fewer connections: the setting that caps a worker on the server."""
+        if self.server_size is not None:
+            return "workers or POOL_SERVER_SIZE (server_size)"
+        if self.aliases > 1:
+            return f"workers or POOL_SIZE (or bound the {self.aliases} pools together with POOL_SERVER_SIZE)"
+        return "workers or POOL_SIZE"
 
     @property
     def problems(self) -> list[str]:
@@ -178,8 +200,8 @@ class Budget:
         if self.needed > self.max_connections:
             found.append(
                 f"{where}the app may open {self.app_peak} connections ({self.formula}) plus a reserve of "
-                f"{self.reserve}: {self.needed} > the server's max_connections={self.max_connections}. Lower workers "
-                f"or POOL_SIZE, or raise max_connections on the server"
+                f"{self.reserve}: {self.needed} > the server's max_connections={self.max_connections}. Lower "
+                f"{self.lower}, or raise max_connections on the server"
             )
         tier = self.tier
         if tier is not None and (tier.others or tier.counts.get(tier.here, 0) > self.share) \
@@ -188,28 +210,64 @@ class Budget:
             found.append(
                 f"{where}no room for this host ({tier.here or '?'}) in the tier: the server lists "
                 f"{len(tier.others)} other app host(s) ({tier.describe()}); each at least at this host's share of "
-                f"{self.share} ({self.formula}), the tier needs {self.tier_needed - self.reserve} plus a reserve of "
-                f"{self.reserve}: {self.tier_needed} > the server's max_connections={self.max_connections}. Raise "
-                f"max_connections, lower workers or POOL_SIZE, or keep the tier smaller"
+                f"{self.share} ({self._formula(with_hosts=False)}), the tier needs {self.tier_needed - self.reserve} "
+                f"plus a reserve of {self.reserve}: {self.tier_needed} > the server's max_connections="
+                f"{self.max_connections}. Raise max_connections, lower {self.lower}, or keep the tier smaller"
             )
         if self.max_user_connections and self.app_peak > self.max_user_connections:
             found.append(
                 f"{where}the app may open {self.app_peak} connections ({self.formula}) > max_user_connections="
-                f"{self.max_user_connections} for its user. Lower workers or POOL_SIZE, or raise the user's limit"
+                f"{self.max_user_connections} for its user. Lower {self.lower}, or raise the user's limit"
             )
         return found
 
     @property
     def formula(self) -> str:
-        parts = [f"{self.hosts} hosts"] if self.hosts != 1 else []
-        parts += [f"{self.workers} workers", f"pool {self.pool_size}"]
+        return self._formula(with_hosts=True)
+
+    def _formula(self, *, with_hosts: bool) -> str:
+        parts = [f"{self.hosts} hosts"] if with_hosts and self.hosts != 1 else []
+        parts.append(f"{self.workers} workers")
+        if self.server_size is not None:
+            parts.append(f"server_size {self.server_size}")
+        else:
+            parts.append(f"pool {self.pool_size}")
+            if self.aliases != 1:
+                parts.append(f"{self.aliases} aliases")
         if self.reload_overlap:
             parts.append("2 during a SIGHUP reload")
         return " x ".join(parts)
 
+    def per_alias(self) -> str:
+        """What one alias (one pool) of a worker may hold, within the worker's budget on the server."""
+        if self.pool_size <= self.per_worker:
+            return f"up to its size {self.pool_size} of the server budget {self.per_worker}"
+        return f"up to the server budget {self.per_worker} (its size {self.pool_size} is more)"
+
+    def per_worker_line(self) -> str:
+        """How a worker's count on the server was reckoned, and what bounds it, in one line."""
+        if self.server_size is not None:
+            return (f"per worker: server budget {self.server_size} (server_size) shared by its pools, each up to "
+                    f"size {self.pool_size}")
+        if self.aliases == 1:
+            return (f"per worker: pool size {self.pool_size}, counted as one pool per worker on the server; several "
+                    f"aliases or tenants to one server hold their size each: set server_size to bound them together")
+        return (f"per worker: {self.aliases} pools on the server at size {self.pool_size} each, {self.per_worker}; "
+                f"set server_size to bound them together")
+
     def table(self) -> str:
-        rows = [
-            ("hosts", self.hosts), ("workers per host", self.workers), ("pool size per worker", self.pool_size),
+        if self.server_size is not None:
+            per_worker = f"{self.per_worker} (server_size, shared by its pools)"
+        else:
+            per_worker = f"{self.per_worker} ({self.aliases} alias(es) x pool {self.pool_size}; no server_size)"
+        rows: list[tuple[str, object]] = [
+            ("hosts", self.hosts), ("workers per host", self.workers), ("pool size (each alias)", self.pool_size),
+        ]
+        if self.server_size is None:
+            rows.append(("aliases per worker on the server", self.aliases))
+        rows += [
+            ("server_size", self.server_size if self.server_size is not None else "none"),
+            ("per worker on the server", per_worker), ("each alias", self.per_alias()),
             ("reload overlap (x2)", "yes" if self.reload_overlap else "no"), ("app peak", self.app_peak),
             ("reserve", self.reserve), ("needed", self.needed), ("server max_connections", self.max_connections),
             ("max_user_connections", self.max_user_connections or "none"),
@@ -261,15 +319,23 @@ def count_app_connections(cursor: Any, user: str) -> int:
     return int(cursor.fetchone()[0])
 
 
-def read_gunicorn_conf(path: str) -> tuple[int, int]:
-    """(workers, pool size) as gunicorn would see them from this conf, with this process's environment."""
+class ConfSizes(NamedTuple):
+    workers: int
+    pool_size: int
+    server_size: int | None  # None: not set, each pool counts alone
+
+
+def read_gunicorn_conf(path: str) -> ConfSizes:
+    """Workers, pool size and server_size as gunicorn would see them from this conf, with this process's
+    environment."""
     import runpy
 
     conf = runpy.run_path(path)
     pool = conf.get("pool")
     if pool is None or not hasattr(pool, "size"):
         raise ValueError(f"{path} declares no pool (pool = configure_pool(...)); give --workers and --pool-size")
-    return int(conf.get("workers", 1)), int(pool.size)
+    server_size = getattr(pool, "server_size", None)
+    return ConfSizes(int(conf.get("workers", 1)), int(pool.size), None if server_size is None else int(server_size))
 
 
 def read_server_limits(connect_kwargs: dict[str, Any], timeout: float = 5) -> tuple[int, int, int, Tier]:
@@ -295,18 +361,19 @@ def read_server_limits(connect_kwargs: dict[str, Any], timeout: float = 5) -> tu
 
 
 def check(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
-          reload_overlap: bool = True, reserve: int = 10) -> Budget:
+          reload_overlap: bool = True, reserve: int = 10, server_size: int | None = None, aliases: int = 1) -> Budget:
     """The budget of the first server that answers (see check_each for a host list)."""
     budgets, failures = check_each(connect_kwargs, workers=workers, pool_size=pool_size, hosts=hosts,
-                                   reload_overlap=reload_overlap, reserve=reserve)
+                                   reload_overlap=reload_overlap, reserve=reserve, server_size=server_size,
+                                   aliases=aliases)
     if not budgets:
         raise failures[0][1]
     return budgets[0]
 
 
 def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, hosts: int = 1,
-               reload_overlap: bool = True, reserve: int = 10,
-               timeout: float = 5) -> tuple[list[Budget], list[tuple[str, Exception]]]:
+               reload_overlap: bool = True, reserve: int = 10, timeout: float = 5, server_size: int | None = None,
+               aliases: int = 1) -> tuple[list[Budget], list[tuple[str, Exception]]]:
     """One budget per server of the URL's host list, and the servers that did not answer. With failover, any server
     may end up holding every connection of the app, so each must fit the whole budget on its own."""
     from .hosts import HostList
@@ -315,7 +382,7 @@ def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, 
     if connect_kwargs.get("unix_socket") or len(servers) == 1:
         max_connections, max_user, connected, tier = read_server_limits(connect_kwargs, timeout)
         return [Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user, connected,
-                       tier=tier)], []
+                       tier=tier, server_size=server_size, aliases=aliases)], []
     budgets: list[Budget] = []
     failures: list[tuple[str, Exception]] = []
     for host, port in servers:
@@ -327,7 +394,7 @@ def check_each(connect_kwargs: dict[str, Any], *, workers: int, pool_size: int, 
             failures.append((label, exc))
             continue
         budgets.append(Budget(hosts, workers, pool_size, reload_overlap, reserve, max_connections, max_user,
-                              connected, server=label, tier=tier))
+                              connected, server=label, tier=tier, server_size=server_size, aliases=aliases))
     return budgets, failures
 
 
@@ -354,6 +421,7 @@ class StartupBudget:
     hosts: int
     reserve: int
     pool_size: int
+    server_size: int | None = None
 
 
 # TTIN's check runs in the arbiter's main loop, between its other duties: the tier is read again (it may have grown
@@ -362,15 +430,17 @@ TTIN_CHECK_TIMEOUT = 2.0
 
 
 def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int, strict: bool, reserve: int,
-                   hosts: int = 1, start_without_database: bool = False) -> StartupBudget | None:
+                   hosts: int = 1, start_without_database: bool = False,
+                   server_size: int | None = None) -> StartupBudget | None:
     """In this order (raises Refusal at the first that fails):
 
     1. DATABASE_URL must parse: a malformed one never works.
     2. The database must answer (credentials, database name, reachable), unless `start_without_database` (for a
        database that comes up later): then a warning, and each pool logs failed checkouts (rate-limited).
-    3. The connection budget: workers x pool (x2 during a SIGHUP reload) + reserve against the server's limits.
-       Warns, or refuses in strict mode. gunicorn runs both sets of workers for up to graceful_timeout during a
-       reload; USR2 upgrades (two arbiters) would double it again and are not counted.
+    3. The connection budget: workers x server_size, or without it workers x pool size (the Django aliases are not
+       known in the arbiter: one pool per worker on the server), x2 during a SIGHUP reload, + reserve against the
+       server's limits. Warns, or refuses in strict mode. gunicorn runs both sets of workers for up to
+       graceful_timeout during a reload; USR2 upgrades (two arbiters) would double it again and are not counted.
     4. The tier, as each server lists it: the app user's connections by client address. With other app hosts in
        sight, this host's full share must still fit beside theirs (Budget.tier_needed); warns, or refuses in
        strict mode, in one line naming the other hosts and their counts.
@@ -383,7 +453,8 @@ def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int,
     except ConfigError as exc:
         raise Refusal(f"refusing to start: {exc}") from None
     try:
-        results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=hosts, reserve=reserve)
+        results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=hosts, reserve=reserve,
+                                          server_size=server_size)
     except pymysql.err.MySQLError as exc:
         results, unreachable = [], [("", exc)]
     if not results:
@@ -398,6 +469,7 @@ def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int,
         # A failover list may start with a node down; the pool skips it until it answers.
         log.warning("pool: host %s of DATABASE_URL does not answer at start (%s); its budget is not checked", label,
                     describe_connect_failure(error, {**kwargs, "host": label, "port": ""}))
+    log.info("connection budget: %s", results[0].per_worker_line())
     for result in results:
         if result.tier is not None:
             _say_tier(log, result.tier)("connection budget: the tier%s as the server lists it: %s", _on(result),
@@ -409,7 +481,7 @@ def check_at_start(log: Log, database_url: str, *, workers: int, pool_size: int,
         if not result.problems:
             log.info("connection budget fits%s: %d needed (%s + reserve %d)%s of max_connections=%d", _on(result),
                      result.needed, result.formula, result.reserve, _tier_needed(result), result.max_connections)
-    return StartupBudget(results, strict, kwargs, hosts, reserve, pool_size)
+    return StartupBudget(results, strict, kwargs, hosts, reserve, pool_size, server_size)
 
 
 def check_growth(log: Log, start: StartupBudget, new_workers: int) -> str | None:
@@ -418,7 +490,8 @@ def check_growth(log: Log, start: StartupBudget, new_workers: int) -> str | None
     problems are then warnings)."""
     try:
         now, unreachable = check_each(start.connect_kwargs, workers=new_workers, pool_size=start.pool_size,
-                                      hosts=start.hosts, reserve=start.reserve, timeout=TTIN_CHECK_TIMEOUT)
+                                      hosts=start.hosts, reserve=start.reserve, timeout=TTIN_CHECK_TIMEOUT,
+                                      server_size=start.server_size)
     except (pymysql.err.MySQLError, OSError) as exc:
         now, unreachable = [], [("", exc)]
     if not now:
@@ -484,9 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pool budget", description=main.__doc__)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="the server to check (default: DATABASE_URL)")
-    parser.add_argument("--conf", default="gunicorn.conf.py", help="read workers and pool size from this conf")
+    parser.add_argument("--conf", default="gunicorn.conf.py",
+                        help="read workers, pool size and server_size from this conf (unless --workers and --pool-size "
+                             "are both given)")
     parser.add_argument("--workers", type=int, help="workers per host (overrides the conf)")
-    parser.add_argument("--pool-size", type=int, help="pool size per worker (overrides the conf)")
+    parser.add_argument("--pool-size", type=int, help="pool size, each pool's own bound (overrides the conf)")
+    parser.add_argument("--server-size", type=int,
+                        help="one worker's budget on the server, shared by all its pools there (POOL_SERVER_SIZE; "
+                             "overrides the conf; 0: none)")
+    parser.add_argument("--aliases", type=int, default=1,
+                        help="pools per worker to the server (aliases, tenants, isolation levels), each counted at its "
+                             "size when there is no server_size")
     parser.add_argument("--hosts", type=int, default=1, help="app hosts sharing the server")
     parser.add_argument("--reserve", type=int, default=10, help="connections kept for everything else")
     parser.add_argument("--no-reload-overlap", action="store_true",
@@ -494,18 +575,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("give --database-url or set DATABASE_URL")
-    workers, pool_size = args.workers, args.pool_size
+    if args.aliases < 1 or (args.server_size is not None and args.server_size < 0):
+        parser.error("--aliases must be 1 or more, --server-size 0 (none) or more")
+    workers, pool_size, server_size = args.workers, args.pool_size, args.server_size
     if workers is None or pool_size is None:
-        conf_workers, conf_size = read_gunicorn_conf(args.conf)
-        workers = conf_workers if workers is None else workers
-        pool_size = conf_size if pool_size is None else pool_size
+        conf = read_gunicorn_conf(args.conf)
+        workers = conf.workers if workers is None else workers
+        pool_size = conf.pool_size if pool_size is None else pool_size
+        server_size = conf.server_size if server_size is None else server_size
     try:
         kwargs = parse_database_url(args.database_url)
     except ConfigError as bad_url:
         parser.error(str(bad_url))  # one line naming the bad part, exit 2
     try:
         results, unreachable = check_each(kwargs, workers=workers, pool_size=pool_size, hosts=args.hosts,
-                                          reload_overlap=not args.no_reload_overlap, reserve=args.reserve)
+                                          reload_overlap=not args.no_reload_overlap, reserve=args.reserve,
+                                          server_size=server_size or None, aliases=args.aliases)
     except pymysql.err.MySQLError as refused:
         results, unreachable = [], [("", refused)]
     if not results:

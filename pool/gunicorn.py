@@ -31,8 +31,8 @@ _startup_budget: budget.StartupBudget | None = None
 
 def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, strict: bool, reserve: int,
                  hosts: int = 1, start_without_database: bool | None = None) -> budget.Budget | None:
-    """on_starting: pool.budget.check_at_start for this many workers; gunicorn exits with its one line if it
-    refuses."""
+    """on_starting: pool.budget.check_at_start for this many workers, each holding at most the conf's server_size on
+    the server (without it, its size: one pool per worker); gunicorn exits with its one line if it refuses."""
     global _startup_budget
     if not database_url:
         return None
@@ -41,7 +41,8 @@ def check_budget(server: Any, config: PoolConfig, *, database_url: str | None, s
     try:
         _startup_budget = budget.check_at_start(
             server.log, database_url, workers=server.cfg.workers, pool_size=config.size, strict=strict,
-            reserve=reserve, hosts=hosts, start_without_database=bool(start_without_database))
+            reserve=reserve, hosts=hosts, start_without_database=bool(start_without_database),
+            server_size=config.server_size)
     except budget.Refusal as refusal:
         sys.exit(str(refusal))
     return _startup_budget.results[0] if _startup_budget else None

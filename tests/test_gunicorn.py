@@ -140,6 +140,8 @@ def test_budget_check_warns_and_strict_mode_refuses(site_db: PrivateMariaDB, db:
     finally:
         server.stop()
     assert "connection budget" in log and "max_connections=25" in log and "50 > " in log, log
+    # Without server_size the arbiter cannot know the Django aliases: it says what it assumed, and what bounds them.
+    assert "counted as one pool per worker on the server" in log and "set server_size to bound them" in log, log
     strict = Gunicorn(site_db, POOL_SIZE="10", POOL_BUDGET_STRICT="1").start(wait=False)
     try:
         assert strict.process is not None

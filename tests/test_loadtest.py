@@ -14,8 +14,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from harness.mariadb import APP_USER, PrivateMariaDB, free_port
-from harness.tools import ROOT, Gunicorn, stop_gracefully, wait_until
+from harness.mariadb import APP_DATABASE, APP_USER, PrivateMariaDB, free_port
+from harness.tools import ROOT, Gunicorn, run_script, stop_gracefully, wait_until
 
 pytestmark = pytest.mark.slow
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -52,7 +52,45 @@ def test_headless_run_within_budget_exits_zero_with_a_verdict(served: Gunicorn, 
     summary = (tmp_path / "run_db_connections_summary.csv").read_text().splitlines()
     peak = int(summary[1].split(",")[0])
     assert 0 < peak <= 10
-    assert "Database connections" in (tmp_path / "run.html").read_text()
+    # One alias here, so its database holds the server's peak, against what one alias may hold.
+    assert f"db connections to database {APP_DATABASE}: peak {peak} (the server's {peak}); each alias up to 10 = 2 " \
+           f"workers x pool 5" in output, output[-3000:]
+    databases = (tmp_path / "run_db_connections_databases.csv").read_text().splitlines()
+    assert databases == ["database,peak,server_peak,alias_bound", f"{APP_DATABASE},{peak},{peak},10"]
+    html = (tmp_path / "run.html").read_text()
+    assert "Database connections" in html and f"database {APP_DATABASE}</td>" in html
+
+
+def test_the_gate_counts_server_size_and_reports_each_database(tmp_path: Path) -> None:
+    # The gate's arithmetic and files without a run (importing the gate imports locust: a fresh interpreter).
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from pool.settings import PoolConfig\nworkers = 2\npool = PoolConfig(size=5, server_size=6)\n")
+    out = run_script(f"""
+        import json, sys
+        sys.path.insert(0, "loadtest")
+        import _budget
+        budget, workers, size, server_size = _budget.read_budget({str(conf)!r}, 2)
+        verdict = _budget.Verdict(budget, workers, size, 2, server_size=server_size, samples=[(0.0, 20), (0.25, 22)],
+                                  host_peaks={{"10.0.0.5": 11, "10.0.0.6": 13}},
+                                  db_peaks={{"tenant_a": 21, "tenant_b": 4}})
+        _budget._Gate._write_csv({str(tmp_path / "run")!r}, verdict)
+        print(json.dumps({{"budget": budget, "summary": verdict.summary(), "hosts": verdict.host_summaries(),
+                           "databases": verdict.database_summaries(), "over": verdict.over}}))
+    """)
+    assert out["budget"] == 24 and out["over"]  # the total fits; a host over its share fails the run
+    assert out["summary"].endswith("budget 24 = 2 host(s) x 2 workers x server_size 6: within budget")
+    assert "db connections from app host 10.0.0.6: peak 13; share 12 = 2 workers x server_size 6: OVER ITS SHARE" \
+           in out["hosts"]
+    assert out["databases"] == [
+        "db connections to database tenant_a: peak 21 (the server's 22); each alias up to 20 = 2 host(s) x 2 workers "
+        "x pool 5; above one alias's bound: several aliases use this database, or connections come from outside the "
+        "pool",
+        "db connections to database tenant_b: peak 4 (the server's 22); each alias up to 20 = 2 host(s) x 2 workers "
+        "x pool 5",
+    ]
+    assert (tmp_path / "run_db_connections_summary.csv").read_text().splitlines()[1].endswith(",over,6")
+    assert (tmp_path / "run_db_connections_databases.csv").read_text().splitlines()[1:] == [
+        "tenant_a,21,22,20", "tenant_b,4,22,20"]
 
 
 def test_budget_below_the_real_count_fails_the_run(served: Gunicorn, site_db: PrivateMariaDB) -> None:

@@ -66,9 +66,10 @@ def test_metrics_add_up_both_workers_and_forget_dead_ones(site_db: PrivateMariaD
     assert left == [], f"the dead worker's live gauges stayed: {left}"
 
 
-def budget_command(db: PrivateMariaDB, *args: str) -> subprocess.CompletedProcess[str]:
+def budget_command(db: PrivateMariaDB, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pool", "budget", "--database-url", db.app_url(), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
 def test_budget_command_arithmetic_and_exit_code(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
@@ -82,8 +83,24 @@ def test_budget_command_arithmetic_and_exit_code(site_db: PrivateMariaDB, db: Pr
     assert re.search(r"app peak\s+120\b", over.stdout) and re.search(r"needed\s+130\b", over.stdout)
     assert "130 > the server's max_connections=100" in over.stdout
     from_conf = budget_command(site_db, "--conf", "gunicorn.conf.py")  # WEB_WORKERS / POOL_SIZE defaults: 2 x 10
-    assert re.search(r"workers per host\s+2\b", from_conf.stdout) and re.search(r"pool size per worker\s+10\b",
+    assert re.search(r"workers per host\s+2\b", from_conf.stdout) and re.search(r"pool size \(each alias\)\s+10\b",
                                                                                  from_conf.stdout)
+    assert re.search(r"server_size\s+none\b", from_conf.stdout)
+
+
+def test_budget_command_counts_aliases_or_server_size(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:
+    db.set_global("max_connections", 100)
+    # Three aliases to one server, each at its size: 2 workers x 3 x 10 x 2 + 10 = 130 > 100.
+    aliases = budget_command(site_db, "--workers", "2", "--pool-size", "10", "--aliases", "3")
+    assert aliases.returncode == 1, aliases.stdout + aliases.stderr
+    assert re.search(r"needed\s+130\b", aliases.stdout)
+    assert "bound the 3 pools together with POOL_SERVER_SIZE" in aliases.stdout
+    # The same site with one budget per worker on the server, from the conf's environment: 2 x 20 x 2 + 10 = 90.
+    capped = budget_command(site_db, "--conf", "gunicorn.conf.py", "--aliases", "3", POOL_SERVER_SIZE="20")
+    print("\n" + capped.stdout)
+    assert capped.returncode == 0, capped.stdout + capped.stderr
+    assert re.search(r"server_size\s+20\b", capped.stdout) and re.search(r"needed\s+90\b", capped.stdout)
+    assert "up to its size 10 of the server budget 20" in capped.stdout
 
 
 def test_budget_command_reads_the_users_own_limit(site_db: PrivateMariaDB, db: PrivateMariaDB) -> None:

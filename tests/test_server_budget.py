@@ -16,6 +16,7 @@ import pytest
 
 from harness.mariadb import APP_USER, ROOT_PASSWORD, PrivateMariaDB
 from harness.tools import ROOT, Gunicorn, run_script, wait_until
+from tests.browser import chromium, text_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,8 @@ class Sampler:
         with self.db.admin() as conn, conn.cursor() as cur:
             while not self._stop.is_set():
                 cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (APP_USER,))
-                self.samples.append(int(cur.fetchone()[0]))
+                (count,) = cur.fetchone() or (0,)
+                self.samples.append(int(count))
                 self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
@@ -198,6 +200,14 @@ def test_four_aliases_share_one_budget_per_worker_and_the_quiet_ones_are_not_sta
         assert server["server_size"] == WORKERS * SERVER_SIZE and server["workers"] == WORKERS
         assert set(server["pools"]) == {"default", *TENANTS}
         assert view["budget"]["connections"] == WORKERS * SERVER_SIZE
+        # The status page, in a real browser: the budget is per server, and each alias's share is shown.
+        with chromium() as driver:
+            driver.get(f"{site.base}/")
+            wait_for(lambda: text_of(driver, "budget") == str(WORKERS * SERVER_SIZE), "the per-server budget")
+            formula = wait_for(lambda: text_of(driver, "budget-formula") if "tenant3" in text_of(
+                driver, "budget-formula") else None, "each alias in the budget's formula")
+            assert f"{WORKERS} workers × server budget {SERVER_SIZE} (server_size)" in formula, formula
+            assert all(name in formula for name in ("default", *TENANTS)), formula
     finally:
         site.stop()
     assert wait_until(lambda: tenant_server.app_connection_count() == 0, timeout=30)

@@ -40,7 +40,7 @@ class FakeServer:
                 return conn
 
         driver = Driver()
-        driver.server = self.key  # type: ignore[misc]
+        driver.server = self.key
         self.drivers.append(driver)
         return driver
 

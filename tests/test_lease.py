@@ -163,7 +163,7 @@ MIX_SCRIPT = SITE + """
 
     rng = random.Random(27)
     watcher = pymysql.connect(**json.loads(os.environ["KIT_CONNECT_KWARGS"]))
-    peak, wrong, counts = [0], [], {}
+    peak, peak_held, wrong, counts = [0], [0], [], {}
     committed, killed_units = [], []
 
     watching = [True]
@@ -171,8 +171,13 @@ MIX_SCRIPT = SITE + """
     def watch():
         while watching[0]:
             with watcher.cursor() as cur:
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-                peak[0] = max(peak[0], cur.fetchone()[0])
+                # Every session; and those that are not a killed greenlet's abandoned statement, which lives on the
+                # server from the abort until the KILL sent from its slot (two kills at once: two such sessions).
+                cur.execute("SELECT COUNT(*), SUM(COMMAND <> 'Killed' AND COALESCE(INFO, '') NOT LIKE %s) "
+                            "FROM information_schema.PROCESSLIST WHERE USER = 'app'", ["%-sleeping%"])
+                every, held = cur.fetchone()
+                peak[0] = max(peak[0], every)
+                peak_held[0] = max(peak_held[0], int(held or 0))
             gevent.sleep(0.02)
 
     def tagged(tag, delay=0):
@@ -272,8 +277,9 @@ MIX_SCRIPT = SITE + """
     with watcher.cursor() as cur:
         cur.execute("SELECT unit, COUNT(*), COUNT(DISTINCT conn) FROM kit_ledger GROUP BY unit")
         rows = {unit: (n, conns) for unit, n, conns in cur.fetchall()}
-    print(json.dumps({"peak": peak[0], "wrong": wrong[:10], "failures": failures[:10], "counts": counts,
-                      "committed": committed, "killed": killed_units, "rows": rows, "stats": stats()}))
+    print(json.dumps({"peak": peak[0], "peak_held": peak_held[0], "wrong": wrong[:10], "failures": failures[:10],
+                      "counts": counts, "committed": committed, "killed": killed_units, "rows": rows,
+                      "stats": stats()}))
 """
 
 
@@ -289,6 +295,8 @@ def test_200_greenlets_never_split_a_transaction_nor_share_a_connection(lease_ta
     assert {unit: rows.get(unit) for unit in out["committed"]} == {unit: [3, 1] for unit in out["committed"]}, rows
     assert set(rows) == set(out["committed"]), sorted(set(rows) - set(out["committed"]))
     assert out["killed"] and all(counts > 0 for counts in out["counts"].values()), out["counts"]
-    # The cap, with one more session only while a killed statement's session is ended by KILL from its slot.
-    assert out["peak"] <= 5, out["peak"]
+    # The cap, beside the killed greenlets' abandoned statements until the KILL from their slot ends them; at most
+    # one such session per slot (once a fresh-clone run saw 6 sessions: two kills at once).
+    assert out["peak_held"] <= 4, out
+    assert out["peak"] <= 8, out
     assert out["stats"]["in_use"] == 0, out["stats"]

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,10 +195,15 @@ def test_four_aliases_share_one_budget_per_worker_and_the_quiet_ones_are_not_sta
             assert result["ok"] > 0
         assert quiet_result["ok"] > 100  # the quiet aliases were served throughout, not only after the burst
         assert quiet_result["p99_ms"] <= 2 * busy_result["p99_ms"], (quiet_result, busy_result)
-        view = site.pool_view()
+        view = site.pool_view(fresh_since=time.monotonic())
         print("servers:", view["servers"])
         (server,) = view["servers"]
         assert server["server_size"] == WORKERS * SERVER_SIZE and server["workers"] == WORKERS
+        assert server["waiting"] == 0 and server["open"] <= WORKERS * SERVER_SIZE, server
+        totals = view["total"]
+        print("handed over:", {name: t["handed_over"] for name, t in totals.items()},
+              "server waits:", {name: t["server_waits"] for name, t in totals.items()})
+        assert sum(t["server_waits"] for t in totals.values()) > 0  # the budget was used up, and shared
         assert set(server["pools"]) == {"default", *TENANTS}
         assert view["budget"]["connections"] == WORKERS * SERVER_SIZE
         # The status page, in a real browser: the budget is per server, and each alias's share is shown.

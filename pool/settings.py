@@ -325,6 +325,16 @@ def resolve_config(code: PoolConfig | None = None, environ: Mapping[str, str] | 
             log.warning("pool size=%d comes from %s, but gunicorn's start-up budget check counted size=%d: set the "
                         "size in gunicorn.conf.py (or POOL_SIZE) so that the check counts what the workers open",
                         resolved.size, resolved.setting_source("size"), budgeted)
+    if code is not None and CONF_ENV in environ and resolved.server_size is not None \
+            and resolved.sources.get("server_size") == code.sources.get("server_size"):
+        # Likewise the server budget: the arbiter counted each worker at the conf's server_size, else at one pool.
+        conf = _layered(None, environ)
+        counted = conf.server_size or conf.size
+        if resolved.server_size > counted:
+            log.warning("pool server_size=%d comes from %s, but gunicorn's start-up budget check counted %d per "
+                        "worker: set server_size in gunicorn.conf.py (or POOL_SERVER_SIZE) so that the check counts "
+                        "what the workers open", resolved.server_size, resolved.setting_source("server_size"),
+                        counted)
     return resolved
 
 

@@ -102,7 +102,7 @@ def test_the_conf_gives_server_size(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     conf.write_text("from pool.settings import PoolConfig\nworkers = 3\npool = PoolConfig(size=4, server_size=6)\n")
     assert read_gunicorn_conf(str(conf)) == ConfSizes(3, 4, 6)
     # The kit's own conf, from the environment as gunicorn would see it (configure_pool sets POOL_CONF: restored).
-    monkeypatch.delenv("POOL_CONF", raising=False)
+    monkeypatch.setenv("POOL_CONF", "")  # recorded, so that the one configure_pool writes is undone
     monkeypatch.setenv("WEB_WORKERS", "3")
     assert read_gunicorn_conf(str(ROOT / "gunicorn.conf.py")) == ConfSizes(3, 10, None)
     monkeypatch.setenv("POOL_SERVER_SIZE", "12")

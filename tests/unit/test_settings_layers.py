@@ -81,6 +81,18 @@ def test_a_code_size_above_what_the_budget_check_counted_is_warned(caplog: pytes
     assert not caplog.records
 
 
+def test_a_code_server_size_above_what_the_budget_check_counted_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="pool.settings"):
+        resolve_config(code_layer(size=10, server_size=30), conf_environment({}))
+    assert any("server_size=30 comes from" in r.getMessage() and "counted 10 per worker" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pool.settings"):
+        resolve_config(code_layer(size=10, server_size=30), conf_environment({"server_size": 40}))  # counted 40
+        resolve_config(code_layer(size=10, server_size=8), conf_environment({}))  # below what was counted
+    assert not caplog.records
+
+
 def test_bad_values_in_each_layer_name_where_they_were_written() -> None:
     with pytest.raises(ConfigError, match=r"configure_pool\(\) in gunicorn.conf.py\['size'\]"):
         conf_environment({"size": 0})

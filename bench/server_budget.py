@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from harness.mariadb import APP_USER, PrivateMariaDB
-from harness.tools import Gunicorn
+from harness.mariadb import PrivateMariaDB
+from harness.tools import ConnectionMonitor, Gunicorn, http_load_verdict, start_http_load
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANTS = ("tenant1", "tenant2", "tenant3")
@@ -33,53 +29,22 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
-def _load(base: str, clients: int, paths: list[str], seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.httpload", base, "--clients", str(clients), "--requests", "1000000",
-         "--paths", ",".join(paths), "--deadline", str(seconds), "--keepalive-share", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = process.communicate(timeout=600)
-    if process.returncode != 0:
-        raise SystemExit(f"load failed: {err[-2000:]}")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def run(db: PrivateMariaDB, env: dict[str, str], seconds: float) -> dict[str, Any]:
     site = Gunicorn(db, DJANGO_SETTINGS_MODULE="tests.budget_settings", WEB_WORKERS="2", POOL_SIZE="10",
                     ACCESS_LOG="", **env).start()
-    samples: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        with db.admin() as conn, conn.cursor() as cur:
-            while not stop.is_set():
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (APP_USER,))
-                (count,) = cur.fetchone() or (0,)
-                samples.append(int(count))
-                stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
     try:
         for alias in ("default", *TENANTS):
             site.get(f"/alias/{alias}/")
-        sampler.start()
-        busy = _load(site.base, 185, ["/alias/default/"], seconds)
-        quiet = _load(site.base, 15, [f"/alias/{t}/" for t in TENANTS], seconds)
-        busy_result, quiet_result = _result(busy), _result(quiet)
-        stop.set()
-        sampler.join(10)
+        with ConnectionMonitor(db, interval=0.05) as sampler:
+            busy = start_http_load(site.base, 185, ["/alias/default/"], seconds)
+            quiet = start_http_load(site.base, 15, [f"/alias/{t}/" for t in TENANTS], seconds)
+            busy_result, quiet_result = http_load_verdict(busy), http_load_verdict(quiet)
         totals = site.pool_view()["total"]
     finally:
-        stop.set()
         site.stop()
     figures = {name: sum(t.get(name, 0) for t in totals.values())
                for name in ("checkouts", "connects", "handed_over", "server_waits", "timeouts")}
-    return {"busy": busy_result, "quiet": quiet_result, "peak": max(samples) if samples else None, **figures}
+    return {"busy": busy_result, "quiet": quiet_result, "peak": sampler.peak, **figures}
 
 
 def main() -> None:

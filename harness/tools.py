@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConnectionMonitor:
-    """Polls the server's process list and keeps the peak number of the app user's connections."""
+    """Polls the server's process list and keeps the peak number of the app user's connections, and every count."""
 
     def __init__(self, db: PrivateMariaDB, user: str = APP_USER, interval: float = 0.01) -> None:
         self.db, self.user, self.interval = db, user, interval
         self.peak = 0
         self.samples = 0
+        self.counts: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -37,6 +38,7 @@ class ConnectionMonitor:
                 cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (self.user,))
                 (count,) = cur.fetchone() or (0,)
                 self.peak = max(self.peak, int(count))
+                self.counts.append(int(count))
                 self.samples += 1
                 self._stop.wait(self.interval)
 
@@ -47,6 +49,24 @@ class ConnectionMonitor:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def start_http_load(base: str, clients: int, paths: list[str], seconds: float) -> subprocess.Popen[str]:
+    """harness.httpload in the background: `clients` keep-alive clients on `paths` until `seconds` have passed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.httpload", base, "--clients", str(clients), "--requests", "1000000",
+         "--paths", ",".join(paths), "--deadline", str(seconds), "--keepalive-share", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def http_load_verdict(process: subprocess.Popen[str], timeout: float = 600) -> dict[str, Any]:
+    """The JSON verdict of a `start_http_load`, once it has ended."""
+    out, err = process.communicate(timeout=timeout)
+    if process.returncode != 0:
+        raise AssertionError(f"the load failed ({process.returncode}): {err[-2000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:

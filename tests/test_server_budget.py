@@ -5,50 +5,26 @@ nothing fails but bounded-wait 503s, and the aliases with few users are not star
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from harness.mariadb import APP_USER, ROOT_PASSWORD, PrivateMariaDB
-from harness.tools import ROOT, Gunicorn, run_script, wait_until
+from harness.mariadb import ROOT_PASSWORD, PrivateMariaDB
+from harness.tools import (
+    ConnectionMonitor,
+    Gunicorn,
+    http_load_verdict,
+    run_script,
+    start_http_load,
+    wait_until,
+)
 from tests.browser import chromium, text_of, wait_for
 
 pytestmark = pytest.mark.slow
 
 WORKERS, SIZE, SERVER_SIZE = 2, 10, 10
 TENANTS = ("tenant1", "tenant2", "tenant3")  # tests/budget_settings.py's
-
-
-class Sampler:
-    """The app user's connections on the server, every 50 ms, from a root session."""
-
-    def __init__(self, db: PrivateMariaDB, interval: float = 0.05) -> None:
-        self.db, self.interval = db, interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.db.admin() as conn, conn.cursor() as cur:
-            while not self._stop.is_set():
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (APP_USER,))
-                (count,) = cur.fetchone() or (0,)
-                self.samples.append(int(count))
-                self._stop.wait(self.interval)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -154,23 +130,6 @@ def test_django_aliases_copies_test_databases_and_the_plain_pool_share_the_budge
     assert out["samples"] > 20
 
 
-def http_load(base: str, clients: int, paths: list[str], seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.httpload", base, "--clients", str(clients), "--requests", "100000",
-         "--paths", ",".join(paths), "--deadline", str(seconds), "--keepalive-share", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def verdict(process: subprocess.Popen[str]) -> dict[str, Any]:
-    import json
-
-    out, err = process.communicate(timeout=180)
-    assert process.returncode == 0, err[-2000:]
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
 def test_four_aliases_share_one_budget_per_worker_and_the_quiet_ones_are_not_starved(
         tenant_server: PrivateMariaDB) -> None:
     site = Gunicorn(tenant_server, DJANGO_SETTINGS_MODULE="tests.budget_settings", WEB_WORKERS=str(WORKERS),
@@ -180,15 +139,15 @@ def test_four_aliases_share_one_budget_per_worker_and_the_quiet_ones_are_not_sta
             status, _, body = site.get(f"/alias/{alias}/")
             assert status == 200, body
         assert "server budget for app@127.0.0.1:" in site.log() and "(server_size), shared with" in site.log()
-        with Sampler(tenant_server) as sampler:
-            busy = http_load(site.base, 185, ["/alias/default/"], seconds=8)
-            quiet = http_load(site.base, 15, [f"/alias/{t}/" for t in TENANTS], seconds=8)
-            busy_result, quiet_result = verdict(busy), verdict(quiet)
+        with ConnectionMonitor(tenant_server, interval=0.05) as sampler:
+            busy = start_http_load(site.base, 185, ["/alias/default/"], seconds=8)
+            quiet = start_http_load(site.base, 15, [f"/alias/{t}/" for t in TENANTS], seconds=8)
+            busy_result, quiet_result = http_load_verdict(busy), http_load_verdict(quiet)
         print("busy:", {k: busy_result[k] for k in ("ok", "statuses", "errors", "rps", "p99_ms")})
         print("quiet:", {k: quiet_result[k] for k in ("ok", "statuses", "errors", "rps", "p99_ms")})
-        print(f"server: peak {max(sampler.samples)} app connections in {len(sampler.samples)} samples")
-        assert len(sampler.samples) > 50
-        assert max(sampler.samples) <= WORKERS * SERVER_SIZE, sampler.samples
+        print(f"server: peak {max(sampler.counts)} app connections in {len(sampler.counts)} samples")
+        assert len(sampler.counts) > 50
+        assert max(sampler.counts) <= WORKERS * SERVER_SIZE, sampler.counts
         for result in (busy_result, quiet_result):
             assert not result["errors"], result["errors"]
             assert set(result["statuses"]) <= {"200", "503"}, result["statuses"]

@@ -16,6 +16,7 @@ import pytest
 from pool import ConnectionPool, PoolClosed, PoolConfig, PoolTimeout
 from pool import stats as S
 from tests.unit.fakes import FakeClock, FakeConnection, FakeDriver
+from tests.unit.test_state_machine import wait_for
 
 _servers = itertools.count()
 
@@ -121,7 +122,7 @@ def test_a_returned_connection_goes_to_the_server_queue_first_closed_for_another
     got: list[Any] = []
     waiter = threading.Thread(target=lambda: got.append(b.acquire(timeout=5)))
     waiter.start()
-    assert _wait_for(lambda: len(b._budget._waiters) == 1)  # type: ignore[union-attr]
+    assert wait_for(lambda: len(b._budget._waiters) == 1)  # type: ignore[union-attr]
     a.release(held[0])
     waiter.join(5)
     assert got and server.drivers[0].opened[0].ended == "close"
@@ -139,7 +140,7 @@ def test_a_caller_of_the_same_pool_gets_the_returned_connection_as_it_is() -> No
     got: list[Any] = []
     waiter = threading.Thread(target=lambda: got.append(a.acquire(timeout=5)))
     waiter.start()
-    assert _wait_for(lambda: len(a._budget._waiters) == 1)  # type: ignore[union-attr]
+    assert wait_for(lambda: len(a._budget._waiters) == 1)  # type: ignore[union-attr]
     a.release(held[0])
     waiter.join(5)
     assert got and got[0].connection.conn is server.drivers[0].opened[0]
@@ -165,12 +166,12 @@ def test_the_server_queue_is_served_before_the_pools_own_waiters() -> None:
     threads = [threading.Thread(target=use, args=(busy,)) for _ in range(3)]
     for thread in threads:
         thread.start()
-    assert _wait_for(lambda: busy.stats()[S.WAITING] == 3)
+    assert wait_for(lambda: busy.stats()[S.WAITING] == 3)
     threads.append(threading.Thread(target=use, args=(quiet,)))
     threads[-1].start()
-    assert _wait_for(lambda: len(quiet._budget._waiters) == 1)  # type: ignore[union-attr]
+    assert wait_for(lambda: len(quiet._budget._waiters) == 1)  # type: ignore[union-attr]
     busy.release(held[0])
-    assert _wait_for(lambda: len(order) >= 1) and order[0] == "quiet"
+    assert wait_for(lambda: len(order) >= 1) and order[0] == "quiet"
     busy.release(held[1])
     for thread in threads:
         thread.join(5)
@@ -204,7 +205,7 @@ def test_closing_a_pool_wakes_its_callers_queued_for_the_server() -> None:
 
     thread = threading.Thread(target=wait)
     thread.start()
-    assert _wait_for(lambda: len(b._budget._waiters) == 1)  # type: ignore[union-attr]
+    assert wait_for(lambda: len(b._budget._waiters) == 1)  # type: ignore[union-attr]
     b.close()
     thread.join(5)
     assert len(errors) == 1 and isinstance(errors[0], PoolClosed)
@@ -266,12 +267,3 @@ def test_under_any_interleaving_the_server_never_counts_more_than_the_budget() -
     budget = pools[0]._budget
     assert budget is not None and budget.stats()["open"] == server.open_now() <= 4
     assert sum(p.stats()[S.HANDED_OVER] for p in pools) > 0
-
-
-def _wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.001)
-    return bool(predicate())

@@ -45,23 +45,26 @@ IN_PROCESS = """
     from django.conf import settings
     from django.db import connections
     from deploy.shop.models import Product
+    from tests.budget_settings import TenantRouter
     from pool import ConnectionPool, PoolConfig
     from pool.core import server_budgets
 
     admin = pymysql.connect(**json.loads(os.environ["KIT_ADMIN_KWARGS"]))
-    samples, running = [], True
+    samples, running = [], [True]
     def sample():
         with admin.cursor() as cur:
-            while running:
+            while running[0]:
                 cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
                 samples.append(cur.fetchone()[0])
                 gevent.sleep(0.005)
-    sampler = gevent.spawn(sample)
     out = {}
 
     # The test runner's way: a test database for one alias (NAME renamed to test_tenant3, migrated), then using=.
+    # Its CREATE and DROP DATABASE go over Django's connection without a database, which no pool holds: the count is
+    # sampled in between.
     test_name = connections["tenant3"].creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     Product.objects.using("tenant3").filter(pk__gt=1).delete()  # the seeded rows, but one
+    sampler = gevent.spawn(sample)
 
     def unit(i):
         alias = ("default", "tenant1", "tenant2", "tenant3")[i % 4]
@@ -69,10 +72,12 @@ IN_PROCESS = """
             with connections[alias].cursor() as cur:
                 cur.execute("SELECT DATABASE(), SLEEP(0.002)")
                 database = cur.fetchone()[0]
+        count = None
         if alias == "tenant3":
             count = Product.objects.using(alias).count()
-        else:
-            count = None
+            TenantRouter.current.tenant = alias  # DATABASE_ROUTERS: the same table, chosen by the router
+            if Product.objects.count() != count:
+                count = "the router chose another database"
         connections[alias].close()
         # A wrapper of its own, on the alias's pool (used after the alias's connection went back: holding both at
         # once, 40 greenlets would hold the whole budget, each waiting for its second connection).
@@ -87,8 +92,12 @@ IN_PROCESS = """
     out["django"] = {"answers": sorted({tuple(map(str, u.value)) for u in units if u.successful()}),
                      "failed": [repr(u.exception) for u in units if not u.successful()],
                      "budgets": [b.stats() for b in server_budgets()], "test_name": test_name}
+    running[0] = False
+    sampler.join(5)
     connections["tenant3"].creation.destroy_test_db(test_name, verbosity=0)
     connections.close_all()
+    running[0] = True
+    sampler = gevent.spawn(sample)
 
     # The plain pool: two databases of the same server, one budget.
     kwargs = json.loads(os.environ["KIT_APP_KWARGS"])
@@ -101,14 +110,14 @@ IN_PROCESS = """
     gevent.joinall(jobs, timeout=60)
     out["plain"] = {"ok": sum(j.successful() for j in jobs), "shared": plain[0]._budget is plain[1]._budget,
                     "budget": plain[0]._budget.stats()}
-    running = False
+    running[0] = False
     sampler.join(5)
     out["peak"], out["samples"] = max(samples), len(samples)
     print(json.dumps(out))
 """
 
 
-def test_django_aliases_copies_test_databases_and_the_plain_pool_share_the_budget(
+def test_django_aliases_routers_copies_test_databases_and_the_plain_pool_share_the_budget(
         tenant_server: PrivateMariaDB) -> None:
     admin = {"unix_socket": tenant_server.socket_path, "user": "root", "password": ROOT_PASSWORD}
     out = run_script(IN_PROCESS, env={"DATABASE_URL": tenant_server.app_url(), "POOL_SERVER_SIZE": "3",

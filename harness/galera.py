@@ -13,13 +13,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
-from harness.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, PrivateServerError, _find_binary, free_port
+from harness.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, PrivateServerError, _find_binary, free_ports
 
 PROVIDER_PATHS = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so")
 
@@ -32,10 +32,10 @@ def galera_provider() -> str | None:
 class GaleraNode:
     index: int
     basedir: Path
-    port: int = field(default_factory=free_port)
-    gcomm_port: int = field(default_factory=free_port)
-    ist_port: int = field(default_factory=free_port)
-    sst_port: int = field(default_factory=free_port)
+    port: int
+    gcomm_port: int
+    ist_port: int
+    sst_port: int
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,7 +91,9 @@ class GaleraCluster:
         self.provider = provider
         self.root = Path(tempfile.mkdtemp(prefix="kit-galera-"))
         os.chmod(self.root, 0o755)
-        self.nodes = [GaleraNode(i, self.root / f"node{i}") for i in range(size)]
+        ports = free_ports(4 * size)  # every node's four, distinct
+        self.nodes = [GaleraNode(i, self.root / f"node{i}", port=ports[4 * i], gcomm_port=ports[4 * i + 1],
+                                 ist_port=ports[4 * i + 2], sst_port=ports[4 * i + 3]) for i in range(size)]
 
     def app_url(self) -> str:
         hosts = ",".join(node.label for node in self.nodes)

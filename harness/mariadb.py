@@ -46,6 +46,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: bound all at once, so that the kernel cannot hand the same one out twice (one at a
+    time, a port closed is free again at once; a Galera node once got another's gcomm port as its IST port)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @dataclass
 class PrivateMariaDB:
     """Start, own and stop a mariadbd on 127.0.0.1 with a temporary (or given) data directory."""

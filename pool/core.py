@@ -1142,23 +1142,29 @@ class ConnectionPool:
         room on the server gets the connection first (`ServerBudget`); then the slot goes to this pool's oldest
         waiter (with the connection, if it is still here), else both go back to the pool."""
         budget = self._budget
-        if budget is None:
-            self._after_free(*self._free_slot(lease, record))
-            return
         handover = None
-        with budget._lock:  # held across the idle append too, so that a caller cannot queue past an idle connection
-            if record is not None and not self._closed and (lease is None or lease._generation == self._generation):
-                handover = budget._grant_locked(self, record)
-                if handover is not None:
-                    record = None
-            freed = self._free_slot(lease, record)
+        if budget is None:
+            waiter, to_close = self._free_slot(lease, record)
+        else:
+            with budget._lock:  # held across the idle append too, so that nobody can queue past an idle connection
+                if record is not None and not self._closed and (lease is None or
+                                                                 lease._generation == self._generation):
+                    handover = budget._grant_locked(self, record)
+                    if handover is not None:
+                        record = None
+                waiter, to_close = self._free_slot(lease, record)
         if handover is not None:
-            granted, to_close = handover
-            if to_close is not None:
+            granted, handed = handover
+            if handed is not None:
                 self._counters[S.HANDED_OVER] += 1
-                self._driver.close(to_close.conn)  # its token is the waiter's now
+                self._driver.close(handed.conn)  # its token is the waiter's now
             granted.event.set()
-        self._after_free(*freed)
+        if waiter is not None:
+            waiter.event.set()
+        if to_close is not None:
+            self._close(to_close)
+        if self._drained is not None and not self._leases:
+            self._drained.set()
 
     def _free_slot(self, lease: Lease | None, record: _Record | None) -> tuple[_Waiter | None, _Record | None]:
         """Under this pool's lock: the slot to the oldest waiter (with `record`), else `record` to the idle ones.
@@ -1177,14 +1183,6 @@ class ConnectionPool:
                 return None, None
             return None, record
 
-    def _after_free(self, waiter: _Waiter | None, to_close: _Record | None) -> None:
-        if waiter is not None:
-            waiter.event.set()
-        if to_close is not None:
-            self._close(to_close)
-        if self._drained is not None and not self._leases:
-            self._drained.set()
-
     def _first_healthy(self, record: _Record | None) -> _Record | None:
         """`record` if it is fit for use, else the next idle one that is (dead ones are dropped), else None."""
         while record is not None:
@@ -1197,6 +1195,11 @@ class ConnectionPool:
     def _make_ready(self, record: _Record | None, deadline: float, timeout: float) -> _Record:
         """Turn an idle record (or nothing) into a healthy connection, replacing dead ones inside the same slot; a new
         connection needs room in the server budget, if there is one, waited for until `deadline`."""
+        if record is not None:
+            if self._healthy(record):
+                return record  # the common case, without the loop's calls
+            with self._lock:
+                record = self._idle.pop() if self._idle else None
         while True:
             ready = self._first_healthy(record)
             if ready is not None:

@@ -100,17 +100,21 @@ class GaleraCluster:
         return f"mysql://{APP_USER}:{APP_PASSWORD}@{hosts}/{APP_DATABASE}"
 
     def start(self) -> GaleraCluster:
-        for node in self.nodes:
-            node.basedir.mkdir(parents=True)
-            node.datadir.mkdir()
-            (node.basedir / "tmp").mkdir()  # its own tmpdir: see harness/mariadb.py
-            self._install(node)
-        self._launch(self.nodes[0], bootstrap=True)
-        self._wait(self.nodes[0])
-        self._create_app_account(self.nodes[0])
-        for node in self.nodes[1:]:
-            self._launch(node)
-            self._wait(node)
+        try:
+            for node in self.nodes:
+                node.basedir.mkdir(parents=True)
+                node.datadir.mkdir()
+                (node.basedir / "tmp").mkdir()  # its own tmpdir: see harness/mariadb.py
+                self._install(node)
+            self._launch(self.nodes[0], bootstrap=True)
+            self._wait(self.nodes[0])
+            self._create_app_account(self.nodes[0])
+            for node in self.nodes[1:]:
+                self._launch(node)
+                self._wait(node)
+        except BaseException:
+            self.destroy()  # the nodes that did start would outlive the test run
+            raise
         return self
 
     def _install(self, node: GaleraNode) -> None:

@@ -116,11 +116,15 @@ class PrivateMariaDB:
         if not self.port:
             self.port = free_port()
         fresh = not (self.datadir / "mysql").exists()
-        if fresh:
-            self._install_db()
-        self._launch()
-        if fresh:
-            self._create_app_account()
+        try:
+            if fresh:
+                self._install_db()
+            self._launch()
+            if fresh:
+                self._create_app_account()
+        except BaseException:
+            self.destroy()  # a server that came up half would outlive the test run
+            raise
         return self
 
     def _install_db(self) -> None:

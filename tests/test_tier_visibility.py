@@ -20,6 +20,7 @@ import pytest
 from harness.mariadb import APP_DATABASE, PrivateMariaDB
 from harness.tools import ROOT
 from pool.budget import check_at_start
+from tests.unit.fakes import RecordedLog
 
 HERE, OTHER = "127.0.0.2", "127.0.0.3"
 USER = "tierview"  # not the harness's app user: its accounts have every privilege, PROCESS included
@@ -28,18 +29,7 @@ SHARED_HOST = "127.0.0.0/255.0.0.0"  # one account for every app host on loopbac
 HELD = 3  # connections the other host holds
 
 
-class Recorded:
-    """gunicorn's logger as the budget check uses it, keeping each line with its level."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, msg: str, *args: Any) -> None:
-        self.lines.append(("info", msg % args))
-
-    def warning(self, msg: str, *args: Any) -> None:
-        self.lines.append(("warning", msg % args))
-
+class Recorded(RecordedLog):
     def tier(self) -> tuple[str, str]:
         found = [line for line in self.lines if "the tier as the server lists it" in line[1]]
         assert len(found) == 1, self.lines

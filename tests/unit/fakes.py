@@ -137,3 +137,16 @@ if TYPE_CHECKING:
     # For mypy (scripts/lint) only: the fakes keep the shape of the seam they stand in for, method by method.
     _driver: Driver[FakeConnection] = FakeDriver()
     _clock: Clock = FakeClock()
+
+
+class RecordedLog:
+    """gunicorn's logger as the budget check uses it, keeping each line with its level."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, msg: str, *args: Any) -> None:
+        self.lines.append(("info", msg % args))
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self.lines.append(("warning", msg % args))

@@ -11,6 +11,7 @@ import pytest
 from harness.tools import ROOT
 from pool import budget
 from pool.budget import Budget, ConfSizes, Tier, read_gunicorn_conf
+from tests.unit.fakes import RecordedLog
 
 URL = "mysql://app:pw@127.0.0.1:3306/app"
 
@@ -24,17 +25,6 @@ def make(**overrides: Any) -> Budget:
 
 def rows(table: str) -> dict[str, str]:
     return {name.strip(): value for name, value in (line.rsplit("  ", 1) for line in table.splitlines())}
-
-
-class Recorded:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, msg: str, *args: Any) -> None:
-        self.lines.append(("info", msg % args))
-
-    def warning(self, msg: str, *args: Any) -> None:
-        self.lines.append(("warning", msg % args))
 
 
 @pytest.fixture
@@ -135,7 +125,7 @@ def test_budget_command_takes_server_size_and_aliases(limits: dict[str, int], tm
 
 
 def test_start_and_ttin_count_with_server_size_and_say_how(limits: dict[str, int]) -> None:
-    log = Recorded()
+    log = RecordedLog()
     start = budget.check_at_start(log, URL, workers=2, pool_size=10, strict=True, reserve=10, server_size=20)
     assert start is not None and start.results[0].needed == 90
     assert ("info", "connection budget: per worker: server budget 20 (server_size) shared by its pools, each up to "
@@ -146,7 +136,7 @@ def test_start_and_ttin_count_with_server_size_and_say_how(limits: dict[str, int
     problem = budget.check_growth(log, start, 3)
     assert problem is not None and "3 workers x server_size 20" in problem and "POOL_SERVER_SIZE" in problem
 
-    plain = Recorded()
+    plain = RecordedLog()
     budget.check_at_start(plain, URL, workers=2, pool_size=10, strict=False, reserve=10)
     assert ("info", "connection budget: per worker: pool size 10, counted as one pool per worker on the server; "
                     "several aliases or tenants to one server hold their size each: set server_size to bound them "

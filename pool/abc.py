@@ -63,13 +63,15 @@ class Driver(Protocol[ConnT]):
     def ping(self, conn: ConnT) -> None:
         """Raise if the connection is unusable. Never reconnects. Waits on the server: one round trip."""
 
-    def reset(self, conn: ConnT, mode: ResetMode) -> bool:
+    def reset(self, conn: ConnT, mode: ResetMode, vetted: bool = False) -> bool:
         """Make `conn` fit for the next caller (`mode` is the pool's `reset` setting, a `ResetMode`). Return True if
         the server session's state was cleared (then per-session notes such as `Lease.info` are dropped). Raise on
         failure. Waits on the server: not at all when there is nothing to undo (reset="tracked" after a checkout that
         changed nothing, "rollback" with no transaction open); else one pipelined round trip. Each of these adds a
         wait: reading results the caller left unread; a round trip each to read a catalogue due again ("tracked"),
-        to put back a character set the caller changed, to put back autocommit."""
+        to put back a character set the caller changed, to put back autocommit. ``vetted``: `may_release` has just
+        returned True for `conn`, so nothing is to be undone (except under "full", which resets every time) and what
+        that check covered may be skipped: the per-statement return's fast path."""
 
     def close(self, conn: ConnT) -> None:
         """Say goodbye to the server (it frees the session at once) and drop the socket; never raises. Never waits
@@ -100,8 +102,10 @@ class Driver(Protocol[ConnT]):
         """The object a caller uses for one checkout. After `revoke`, it (and every cursor made from it) refuses use.
         Never waits."""
 
-    def revoke(self, conn: ConnT, handle: Any) -> None:
-        """End `handle`'s access to `conn`: the caller gave it back. Never waits."""
+    def revoke(self, conn: ConnT, handle: Any | None) -> None:
+        """End `handle`'s access to `conn`: the caller gave it back. None: `conn` was lent without a handle (to a
+        `borrowing` object, itself revoked when its unit of work ends); only what the checkout made from `conn`
+        (cursors) is revoked. Never waits."""
 
     def may_release(self, conn: ConnT) -> bool:
         """Under lease="transaction", between two statements of one unit of work: True if nothing ties `conn` to its

@@ -200,7 +200,8 @@ class Borrower:
         """The lease for the next statement: the one held, or a new one."""
         lease = self._lease
         if lease is None:
-            lease = self._lease = self.pool.acquire(self._timeout, remember_stack=False)
+            # No handle: the driver's borrowing object is itself what refuses use once the unit of work is over.
+            lease = self._lease = self.pool.acquire(self._timeout, remember_stack=False, lend=False)
         return lease
 
     def statement_done(self) -> None:
@@ -209,9 +210,12 @@ class Borrower:
         lease = self._lease
         if lease is not None:
             record = lease._record
-            if record is None or self.pool._driver.may_release(record.conn):
+            if record is None:
                 self._lease = None
                 self.pool.release(lease)
+            elif self.pool._driver.may_release(record.conn):
+                self._lease = None
+                self.pool._release(lease, None, vetted=True)
 
     def end(self, *, discard: bool = False) -> None:
         """The unit of work is over: give back what is held (reset as usual, or dropped if ``discard``)."""
@@ -667,10 +671,12 @@ class ConnectionPool:
         """Where the pool connects, without credentials."""
         return self._driver.target
 
-    def acquire(self, timeout: float | None = None, *, remember_stack: bool = True) -> Lease:
+    def acquire(self, timeout: float | None = None, *, remember_stack: bool = True, lend: bool = True) -> Lease:
         """Take a slot and a healthy connection, waiting up to ``timeout`` (default: the pool's) for a free slot.
         ``remember_stack``: keep the caller's stack for leak and dead-owner warnings (about a microsecond); leases
-        taken per statement do without, and a warning shows where the owner is at that moment instead."""
+        taken per statement do without, and a warning shows where the owner is at that moment instead. ``lend``:
+        wrap the connection in the driver's revocable handle; without it `Lease.connection` is the driver's
+        connection itself, for a caller that is its own revocable object (`Borrower`'s per-statement leases)."""
         if self._pid != _process.pid:
             self.reset_after_fork()
         if self._maintenance is None and self._maintenance_interval and not self._closed:
@@ -716,7 +722,7 @@ class ConnectionPool:
         try:
             # Room on the server (server_size) is waited for within the same bound as the slot.
             record = self._make_ready(record, now + timeout, timeout)
-            lease._handle = self._driver.lend(record.conn)
+            lease._handle = self._driver.lend(record.conn) if lend else record.conn
         except BaseException:
             self._hand_back(lease, None)
             raise
@@ -1029,8 +1035,9 @@ class ConnectionPool:
             spawner = getattr(greenlet, "spawning_greenlet", None)
         return ""
 
-    def _release(self, lease: Lease, drop: str | None) -> None:
-        """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``. A lease taken
+    def _release(self, lease: Lease, drop: str | None, vetted: bool = False) -> None:
+        """Give `lease`'s connection back: reset it (``drop`` None) or abort it, counted under ``drop``. ``vetted``:
+        the driver's `may_release` has just said the connection has nothing to undo (`Driver.reset`). A lease taken
         before a fork has an older generation (os.register_at_fork reset the pool in the child)."""
         with self._lock:
             if lease._released:
@@ -1044,7 +1051,7 @@ class ConnectionPool:
         if self.use_observers:
             _notify(self.use_observers, held)
         if record is not None and handle is not None:
-            self._driver.revoke(record.conn, handle)
+            self._driver.revoke(record.conn, None if handle is record.conn else handle)
         if lease._generation != self._generation:
             # Taken before a fork (or before reset_after_fork): the session belongs to the parent.
             if record is not None:
@@ -1054,7 +1061,7 @@ class ConnectionPool:
         try:
             if record is not None:
                 if drop is None:
-                    kept = self._check_in(record, now)
+                    kept = self._check_in(record, now, vetted)
                 else:
                     self._counters[drop] += 1
                     kept = self._abort(record)
@@ -1106,7 +1113,7 @@ class ConnectionPool:
         if token:
             self._budget.give_back(token)  # type: ignore[union-attr]
 
-    def _check_in(self, record: _Record, now: float) -> _Record | None:
+    def _check_in(self, record: _Record, now: float, vetted: bool = False) -> _Record | None:
         """Make a returned connection fit for the next caller, or drop it (then None)."""
         conn = record.conn
         if self._driver.in_flight(conn):
@@ -1117,7 +1124,7 @@ class ConnectionPool:
             )
             return self._abort(record)
         try:
-            cleared = self._driver.reset(conn, self.config.reset)
+            cleared = self._driver.reset(conn, self.config.reset, vetted)
         except BaseException as exc:
             if self._driver.is_disconnect(exc):
                 self._suspect_before = self._clock()

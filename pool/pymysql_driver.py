@@ -547,9 +547,11 @@ class PooledConnection(pymysql.connections.Connection):
         self._pool_cursors.append(weakref.ref(made))
         return made
 
-    def pool_revoke(self, handle: ConnectionHandle) -> None:
-        """End the checkout `handle` stands for: it, and every cursor the checkout made, refuse use from now on."""
-        object.__setattr__(handle, "_conn", None)
+    def pool_revoke(self, handle: ConnectionHandle | None) -> None:
+        """End the checkout `handle` stands for (None: one lent without a handle): it, and every cursor the checkout
+        made, refuse use from now on."""
+        if handle is not None:
+            object.__setattr__(handle, "_conn", None)
         if self._pool_cursors:
             self.pool_revoke_cursors()
 
@@ -566,6 +568,12 @@ class PooledConnection(pymysql.connections.Connection):
         # A healthy idle connection has nothing to read: EOF (closed by the server) or stray bytes (a kill notice,
         # an unread result) both make it unusable; nor may it owe an answer (the return checks that first).
         if self._sock is None or self._pool_pending or self._pool_interrupted:
+            return False
+        try:
+            return not self._pool_poller.poll(0)  # _pool_readable's common case, inline: it runs at every checkout
+        except RuntimeError:
+            pass  # another thread polls this connection now (see _pool_readable)
+        except (OSError, ValueError):
             return False
         try:
             return not self._pool_readable()
@@ -633,11 +641,23 @@ class PooledConnection(pymysql.connections.Connection):
                 self.pool_run_pipelined(policy.session_init)
         self.pool_clear_tracking()
 
-    def pool_reset(self, mode: ResetMode, policy: SessionPolicy) -> bool:
+    def pool_reset(self, mode: ResetMode, policy: SessionPolicy, vetted: bool = False) -> bool:
         """Make this connection fit for the next caller; `mode` is the pool's reset setting. True if the server
         session's state was cleared. See pool.abc.Driver.reset."""
         if self._sock is None:
             raise pymysql.err.OperationalError(2013, "the connection was closed while it was lent out")
+        if (vetted and mode is not ResetMode.FULL and policy.autocommit
+                and not (self.pool_session_changed() or self._pool_database_changed)):
+            # pool_may_release has just found no transaction (so autocommit is on, as the policy wants), no answer
+            # due and no session state: the return between two statements sends nothing, unless the catalogue is
+            # due again, and its check belongs to the full path. The session check is repeated (it is cheap) so that
+            # the reset, not the pinning rules alone, stands between one borrower's session state and the next.
+            catalogue = self._pool_catalogue
+            if mode is ResetMode.ROLLBACK or catalogue is not None and not catalogue.due(policy.clock()):
+                self.autocommit_mode = True
+                self.pool_clear_tracking()
+                self.pool_forget_results()
+                return False
         result = self._result
         if result is not None and (result.unbuffered_active or result.has_next):
             self.pool_settle()
@@ -1078,8 +1098,8 @@ class PyMySQLDriver:
     def ping(self, conn: PooledConnection) -> None:
         conn.ping(reconnect=False)  # never reconnect: a silent reconnect would drop session state
 
-    def reset(self, conn: PooledConnection, mode: ResetMode) -> bool:
-        return conn.pool_reset(mode, self.session)
+    def reset(self, conn: PooledConnection, mode: ResetMode, vetted: bool = False) -> bool:
+        return conn.pool_reset(mode, self.session, vetted)
 
     def end_session(self, conn: PooledConnection, aborted: PooledConnection) -> None:
         conn.pool_end_session(aborted)
@@ -1103,7 +1123,7 @@ class PyMySQLDriver:
             return None
         return float(rows[0][0]) if rows else None
 
-    def revoke(self, conn: PooledConnection, handle: ConnectionHandle) -> None:
+    def revoke(self, conn: PooledConnection, handle: ConnectionHandle | None) -> None:
         conn.pool_revoke(handle)
 
     def may_release(self, conn: PooledConnection) -> bool:

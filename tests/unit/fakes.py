@@ -70,7 +70,7 @@ class FakeDriver:
         if conn.ping_error is not None:
             raise conn.ping_error
 
-    def reset(self, conn: FakeConnection, mode: ResetMode) -> bool:
+    def reset(self, conn: FakeConnection, mode: ResetMode, vetted: bool = False) -> bool:
         if conn.reset_error is not None:
             raise conn.reset_error
         conn.resets.append(mode)
@@ -100,7 +100,8 @@ class FakeDriver:
         return FakeHandle(conn)
 
     def revoke(self, conn: FakeConnection, handle: Any) -> None:
-        handle.conn = None
+        if handle is not None:
+            handle.conn = None
 
     def may_release(self, conn: FakeConnection) -> bool:
         return not conn.pinned
@@ -116,7 +117,7 @@ class FakeBorrowing:
         self.borrower = borrower
 
     def statement(self, pin: bool = False) -> FakeConnection:
-        conn: FakeConnection = self.borrower.take().connection.conn
+        conn: FakeConnection = self.borrower.take().connection  # lent without a handle
         conn.pinned = pin
         self.borrower.statement_done()
         return conn
